@@ -1,0 +1,200 @@
+"""Typed run configuration.
+
+Every section is a pydantic model with `extra="forbid"`, so a misspelt key is an error. Command-line
+`key=value` overrides are applied by `services.overrides`; this module only defines the schema and the
+cross-field checks that must pass before any actor starts.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+
+from services.objectives.registry import ObjectiveConfig, objective_config_from_dict
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        "smollm2-135m-instruct",
+        description="Hugging Face causal LM: a local directory, a hub id (needs network), or one of the "
+        "embedded names 'smollm2-135m-instruct' (real pretrained, offline) and 'tiny-llama' (random, tiny).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="'auto' = bfloat16 on a GPU that supports it, float32 on CPU."
+    )
+    use_chat_template: bool = Field(True, description="Format prompts with the tokenizer's chat template when it has one.")
+    max_prompt_tokens: int = Field(256, gt=0, description="Prompts are left-truncated to this many tokens.")
+
+
+class DataConfig(Section):
+    source: str = Field(
+        "chatterbot",
+        description="'chatterbot' (embedded English corpus), a local .json/.jsonl/.parquet/.csv file, "
+        "or a `datasets` name (needs network unless cached).",
+    )
+    subset: str | None = Field(None, description="`datasets` configuration name, if any.")
+    train_split: str = Field("train", description="Split used for training prompts.")
+    eval_split: str | None = Field(
+        None, description="Held-out split; None = carve `eval_fraction` out of the training split."
+    )
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    context_column: str = Field("context", description="Column with the dialogue context (a list of turns or a string).")
+    reference_column: str | None = Field("reference", description="Column with the reference response.")
+    label_column: str | None = Field("label", description="Column with a class label (used by classifier rewards).")
+    context_turns: int = Field(5, gt=0, description="Keep the last N turns of the context.")
+    categories: list[str] | None = Field(None, description="chatterbot only: topic categories to use (None = all).")
+    max_examples: int | None = Field(None, gt=0, description="Cap on the number of examples loaded.")
+    seed: int = 0
+
+
+class SamplingConfig(Section):
+    max_new_tokens: int = Field(20, gt=0)
+    min_new_tokens: int = Field(2, ge=0)
+    temperature: float = Field(1.0, gt=0.0)
+    top_k: int = Field(20, ge=0, description="0 disables top-k.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list, description="Stop strings.")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> "SamplingConfig":
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(
+                f"min_new_tokens ({self.min_new_tokens}) exceeds max_new_tokens ({self.max_new_tokens})"
+            )
+        return self
+
+
+class RolloutConfig(Section):
+    backend: Literal["auto", "hf", "vllm"] = Field("auto", description="'auto' = vLLM when installed and usable, else HF.")
+    num_actors: int = Field(1, gt=0, description="Rollout actors; each generates a shard of every batch.")
+    num_cpus: float = Field(1.0, ge=0.0)
+    num_gpus: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(32, gt=0, description="Prompts (= episodes) per iteration.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="vLLM only.")
+    tensor_parallel_size: int = Field(1, gt=0, description="vLLM only.")
+
+
+Direction = Literal["ge", "le", "eq"]
+
+
+class RewardConfig(Section):
+    kind: str = Field(description="Reward function kind (meteor, bleu, sacrebleu, rouge, length, similarity, classifier, hf_model).")
+    weight: float = Field(1.0, description="Fixed weight α for composite objectives (ppo, ppo_sat).")
+    threshold: float | None = Field(None, description="Constraint threshold θ for constrained objectives.")
+    direction: Direction = Field("ge", description="Constraint direction: ge (r ≥ θ), le (r ≤ θ), eq (r = θ).")
+    actor: int = Field(0, ge=0, description="Index of the reward actor that hosts this reward.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the reward function.")
+
+    @field_validator("weight", "threshold")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+def default_rewards() -> dict[str, RewardConfig]:
+    return {
+        "meteor": RewardConfig(kind="meteor", weight=0.5, threshold=0.23, actor=0),
+        "topic": RewardConfig(kind="classifier", weight=1.0, threshold=0.48, actor=1),
+    }
+
+
+class RewardActorsConfig(Section):
+    num_actors: int | None = Field(None, description="None = one per distinct `rewards.*.actor` index.")
+    num_cpus: float = Field(0.25, ge=0.0)
+    num_gpus: float = Field(0.0, ge=0.0)
+
+
+class LearnerConfig(Section):
+    num_cpus: float = Field(1.0, ge=0.0)
+    num_gpus: float = Field(0.0, ge=0.0)
+    torch_threads: int | None = Field(None, gt=0, description="None = all cores Ray gives this node.")
+
+
+class TrainerConfig(Section):
+    iterations: int = Field(50, gt=0)
+    epochs: int = Field(5, gt=0, description="PPO epochs L over each rollout.")
+    minibatch_size: int = Field(64, gt=0, description="Tokens (or sequences, see minibatch_unit) per PPO minibatch.")
+    minibatch_unit: Literal["token", "sequence"] = Field(
+        "token", description="'token' mixes tokens of different episodes, as RL4LMs does; 'sequence' keeps episodes whole."
+    )
+    learning_rate: float = Field(1e-6, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    clip_range: float = Field(0.2, gt=0.0)
+    max_grad_norm: float = Field(0.5, gt=0.0)
+    seed: int = 0
+    log_every: int = Field(1, gt=0)
+
+
+class CheckpointConfig(Section):
+    every: int = Field(10, ge=0, description="Save every N iterations (0 = only at the end).")
+    keep_last: int = Field(2, gt=0, description="Older checkpoints are deleted.")
+
+
+class ControlConfig(Section):
+    host: str = Field("127.0.0.1", description="Control plane bind address.")
+    port: int = Field(8321, ge=0, le=65535, description="0 = pick a free port.")
+    enabled: bool = True
+
+
+class RunConfig(Section):
+    root: Path = Field(Path("runs"), description="Runs are created under this directory.")
+    name: str | None = Field(None, description="Run directory name; None = '<objective>-<timestamp>'.")
+    ray_address: str | None = Field(None, description="Ray cluster to join; None = join a running one if any, else start a local one.")
+
+
+class RootConfig(Section):
+    preset: Literal["default", "smoke"] = Field("default", description="Bundle of defaults applied before overrides.")
+    objective: SerializeAsAny[ObjectiveConfig] = Field(
+        default_factory=lambda: objective_config_from_dict({"name": "ppo"}),
+        description="Training objective; `objective=NAME` selects one, `objective.KEY=VALUE` sets its options.",
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    rewards: dict[str, RewardConfig] = Field(default_factory=default_rewards)
+    reward_actors: RewardActorsConfig = Field(default_factory=RewardActorsConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    resume: bool | str = Field(False, description="true = resume the run named by run.name; or a run directory path.")
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _dispatch_objective(cls, v: Any) -> Any:
+        if isinstance(v, ObjectiveConfig):
+            return v
+        if isinstance(v, str):
+            v = {"name": v}
+        return objective_config_from_dict(v)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "RootConfig":
+        from services.rewards.registry import validate_reward_params
+
+        if not self.rewards:
+            raise ValueError("rewards: at least one reward is required")
+        for name, reward in self.rewards.items():
+            try:
+                validate_reward_params(reward.kind, reward.params)
+            except ValueError as err:
+                raise ValueError(f"rewards.{name}: {err}") from None
+        self.objective.validate_rewards(self.rewards)
+        return self
+
+    def reward_names(self) -> list[str]:
+        """Reward names in a fixed order: the column order of every score matrix [B, N]."""
+        return list(self.rewards)

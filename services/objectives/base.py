@@ -7,9 +7,15 @@ this order every iteration (ALGORITHMS.md §0):
 
 1. `build_streams(batch)`          after the rollout, before GAE (may update state, e.g. the KL controller)
 2. per PPO minibatch:
-   `mix_advantages(adv, valid)`    build A_mix from the per-stream advantages
+   `mix_advantages(adv, weight)`   build A_mix from the per-stream advantages. Call it exactly once per
+                                   minibatch, before the policy step: `ppo_lagrangian` takes its λ step
+                                   here (safe-rlhf updates λ at the start of every PPO step).
    … policy and value step …
-   `after_minibatch(reward_to_go)` e.g. one Lagrange multiplier step
+   `after_minibatch(reward_to_go)` e.g. one Lagrange multiplier step (μ/ξ/All-PPO)
+
+Objectives with `update_kind == "l3m"` are not PPO: they use their own hooks (services/objectives/barrier.py
+documents the call order). The driver also reads `sample_from_reference` / `rollout_temperature` (off-policy
+reward dropout: the rollout samples from the frozen reference at that temperature; see dropout.py).
 
 State round-trips through `state_dict()` / `load_state_dict()` so the coordinator can own it between
 iterations and persist it.
@@ -37,12 +43,17 @@ class RolloutTensors:
     kl:           [B, T]  per-token log π_old(a_t|s_t) − log π_ref(a_t|s_t)
     ref_logprobs: [B, T]  log π_ref(a_t|s_t)
     mask:         [B, T]  1.0 on response tokens, 0.0 on padding
+    behaviour_logprobs: [B, T] or None. Log-probs under the distribution that actually sampled the rollout
+                  when that is not the policy (off-policy reward dropout: the frozen reference at
+                  temperature T, log β_T). None = the policy sampled it. The learner must then use these,
+                  not the policy's, as old log-probs in the PPO ratio.
     """
 
     scores: torch.Tensor
     kl: torch.Tensor
     ref_logprobs: torch.Tensor
     mask: torch.Tensor
+    behaviour_logprobs: torch.Tensor | None = None
 
 
 @dataclass
@@ -67,15 +78,47 @@ def terminal_reward(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return one_hot[:, :, None] * values[:, None, :]
 
 
-def normalize_streams(advantages: torch.Tensor, scale: bool = True) -> torch.Tensor:
+def normalize_streams(
+    advantages: torch.Tensor, scale: bool = True, weight: torch.Tensor | None = None, center: bool = True
+) -> torch.Tensor:
     """Per-stream minibatch normalisation, ALGORITHMS.md §0. advantages: [M, S] → [M, S].
 
-    scale=False only centres (the spec's `normalize_advantage=False`).
+    scale=False only centres (the spec's `normalize_advantage=False`); center=False (with scale=False)
+    returns the advantages unchanged.
+    weight: [M] or None. Tokens with weight 0 (e.g. dropped by reward dropout) are left out of the mean and
+    std and get advantage 0.
     """
+    if weight is not None:
+        keep = weight > 0
+        if bool(keep.all()):
+            return normalize_streams(advantages, scale, None, center)
+        out = torch.zeros_like(advantages)
+        if bool(keep.any()):
+            out[keep] = normalize_streams(advantages[keep], scale, None, center)
+        return out
+    if not center and not scale:
+        return advantages
     centred = advantages - advantages.mean(dim=0, keepdim=True)
     if not scale or advantages.shape[0] < 2:
         return centred
     return centred / (advantages.std(dim=0, keepdim=True) + 1e-8)
+
+
+def require_directions(
+    objective: str, rewards: dict[str, "RewardConfig"], allowed: tuple[str, ...], hint: str
+) -> None:
+    """Raise ValueError naming the first reward whose constraint direction the objective cannot express."""
+    for name, reward in rewards.items():
+        if reward.direction not in allowed:
+            raise ValueError(
+                f"objective {objective} supports constraint direction {'/'.join(allowed)} only, but reward "
+                f"'{name}' has direction '{reward.direction}' (set rewards.{name}.direction={allowed[0]}; {hint})"
+            )
+
+
+def direction_signs(directions: list[str]) -> torch.Tensor:
+    """[N] +1 for `ge` and `eq`, −1 for `le`: multiplies r − θ so that "above target" is positive for ge."""
+    return torch.tensor([-1.0 if d == "le" else 1.0 for d in directions])
 
 
 class Objective(ABC):
@@ -84,6 +127,10 @@ class Objective(ABC):
     config_cls: ClassVar[type[ObjectiveConfig]]
     # "ppo": token-level PPO over reward streams; "l3m": alternating SFT / constraint steps (§10).
     update_kind: ClassVar[Literal["ppo", "l3m"]] = "ppo"
+    # Off-policy rollouts (reward_dropout with behaviour_sampling): sample from the frozen reference weights
+    # at `rollout_temperature` and return log β_T as `RolloutTensors.behaviour_logprobs`.
+    sample_from_reference: bool = False
+    rollout_temperature: float | None = None
 
     def __init__(self, config: ObjectiveConfig, rewards: dict[str, "RewardConfig"]) -> None:
         self.config = config

@@ -1,0 +1,17 @@
+"""Process set-up shared by every actor."""
+
+from __future__ import annotations
+
+import os
+
+
+def quiet_process(torch_threads: int | None = None) -> None:
+    """Offline hub, no per-tensor progress bars, and a bounded torch thread pool."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    torch.set_num_threads(torch_threads or os.cpu_count() or 1)

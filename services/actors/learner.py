@@ -1,0 +1,82 @@
+"""LearnerActor: a thin Ray wrapper around `services.ppo.learner.PPOLearner`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+from services.actors.common import quiet_process
+from services.config import RootConfig
+from services.objectives.constraints import violation
+
+
+@ray.remote
+class LearnerActor:
+    def __init__(self, config: RootConfig) -> None:
+        quiet_process(config.learner.torch_threads)
+        from services.models import load_tokenizer
+        from services.objectives.registry import build_objective
+        from services.ppo.learner import PPOLearner
+
+        self.config = config
+        self.objective = build_objective(config.objective, config.rewards)
+        self.tokenizer = load_tokenizer(config.model.name_or_path)
+        self.learner = PPOLearner(
+            config.model, config.trainer, len(self.objective.stream_names), self.tokenizer.pad_token_id
+        )
+        self.version = 0
+
+    def train(self, iteration: int, objective_state: dict[str, Any], num_shards: int, *parts: Any) -> dict[str, Any]:
+        """parts = the rollout shards (in order) followed by each reward actor's result.
+
+        Returns the objective's new state and the iteration's metrics record.
+        """
+        shards, reward_results = parts[:num_shards], parts[num_shards:]
+        scores_by_name: dict[str, list[float]] = {}
+        for result in reward_results:
+            scores_by_name.update(result["scores"])
+        names = list(self.config.rewards)
+        scores = torch.tensor([scores_by_name[n] for n in names], dtype=torch.float32).T  # [B, N]
+        self.objective.load_state_dict(objective_state)
+        prompts = [p for s in shards for p in s.generation.prompt_ids]
+        responses = [r for s in shards for r in s.generation.response_ids]
+        stats = self.learner.train(prompts, responses, scores, self.objective)
+        self.version += 1
+
+        rollout_seconds = max(s.generation.seconds for s in shards)
+        tokens = sum(s.generation.num_tokens for s in shards)
+        record: dict[str, Any] = {
+            "iteration": iteration,
+            "tokens": tokens,
+            "tokens_per_second": tokens / max(rollout_seconds, 1e-9),
+            "time/rollout": rollout_seconds,
+            "time/reward": max(r["seconds"] for r in reward_results),
+            "time/train": stats.pop("train_seconds"),
+        }
+        for j, name in enumerate(names):
+            mean = float(scores[:, j].mean())
+            threshold = float(self.objective.thresholds[j])
+            record[f"reward/{name}"] = mean
+            if threshold == threshold:  # not NaN
+                record[f"threshold/{name}"] = threshold
+                record[f"violation/{name}"] = violation(mean, threshold, self.objective.directions[j])
+        record.update(stats)
+        record.update(self.objective.metrics())
+        return {"objective_state": self.objective.state_dict(), "record": record}
+
+    def policy_state(self) -> dict[str, torch.Tensor]:
+        return self.learner.policy_state()
+
+    def weights_version(self) -> int:
+        return self.version
+
+    def save(self, directory: str) -> None:
+        self.learner.save(Path(directory), self.tokenizer)
+
+    def load(self, directory: str, version: int) -> None:
+        self.learner.load(Path(directory))
+        self.version = version

@@ -1,0 +1,189 @@
+"""The iteration loop. It only passes object refs between actors: prompts in, metrics records out.
+
+Per iteration k:
+  rollout actors generate their shard ─┬─► reward actors score all shards (in parallel)
+  coordinator.begin_iteration(k) ──────┼─► learner.train(k, objective state, shards, scores)
+                                       └─► coordinator.commit(k, result) ─► metrics line
+  learner.policy_state() ─► every rollout actor's load_weights (object store)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from tqdm import tqdm
+
+from services.actors.coordinator import Coordinator
+from services.actors.learner import LearnerActor
+from services.actors.reward import RewardActor
+from services.actors.rollout import RolloutActor
+from services.config import RootConfig
+from services.data import PromptSampler, load_examples
+
+log = logging.getLogger("crlhf")
+
+
+class RunError(RuntimeError):
+    """The run stopped on an error; the message says what and where the last checkpoint is."""
+
+
+def reward_groups(config: RootConfig) -> list[dict[str, Any]]:
+    """Rewards grouped by `rewards.*.actor`; one reward actor per non-empty group."""
+    groups: dict[int, dict[str, Any]] = {}
+    for name, reward in config.rewards.items():
+        groups.setdefault(reward.actor, {})[name] = reward
+    return [groups[k] for k in sorted(groups)]
+
+
+def format_line(record: dict[str, Any]) -> str:
+    rewards = " ".join(
+        f"{k.split('/', 1)[1]}={v:.3f}" + (f"(θ={record['threshold/' + k.split('/', 1)[1]]:.3f})" if "threshold/" + k.split("/", 1)[1] in record else "")
+        for k, v in record.items()
+        if k.startswith("reward/")
+    )
+    return (
+        f"it {record['iteration']:>4} | {rewards} | kl {record.get('kl', 0.0):.4f} | "
+        f"{record['tokens_per_second']:.0f} tok/s | rollout {record['time/rollout']:.1f}s "
+        f"reward {record['time/reward']:.1f}s train {record['time/train']:.1f}s sync {record.get('time/sync', 0.0):.2f}s"
+    )
+
+
+class Driver:
+    def __init__(self, config: RootConfig, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.checkpoints = run_dir / "checkpoints"
+        self.sampler = PromptSampler(load_examples(config.data, "train"), seed=config.data.seed)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.coordinator = Coordinator.options(num_cpus=0, scheduling_strategy=here).remote(config, str(run_dir))
+        self.rollout = [
+            RolloutActor.options(num_cpus=config.rollout.num_cpus, num_gpus=config.rollout.num_gpus).remote(config, rank)
+            for rank in range(config.rollout.num_actors)
+        ]
+        self.rewards = [
+            RewardActor.options(num_cpus=config.reward_actors.num_cpus, num_gpus=config.reward_actors.num_gpus).remote(group)
+            for group in reward_groups(config)
+        ]
+        self.learner = LearnerActor.options(num_cpus=config.learner.num_cpus, num_gpus=config.learner.num_gpus).remote(config)
+        self.start_iteration = 0
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self, iteration: int) -> Path:
+        target = self.checkpoints / f"iter_{iteration:06d}"
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        ray.get(self.learner.save.remote(str(partial)))
+        from services.coordination import save_atomic
+
+        save_atomic(ray.get(self.coordinator.state_dict.remote()), partial / "coordinator.pt")
+        (partial / "driver.json").write_text(json.dumps({"iteration": iteration, "sampler": self.sampler.state_dict()}))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+        (self.checkpoints / "latest.tmp").write_text(target.name)
+        (self.checkpoints / "latest.tmp").replace(self.checkpoints / "latest")
+        for old in sorted(p for p in self.checkpoints.glob("iter_*") if not p.name.endswith(".partial"))[: -self.config.checkpoint.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def restore(self) -> None:
+        """Continue from the latest checkpoint: same iteration counter, objective state, data position."""
+        latest = self.checkpoints / "latest"
+        if not latest.exists():
+            log.info("no checkpoint in %s: starting from iteration 0", self.run_dir)
+            return
+        directory = self.checkpoints / latest.read_text().strip()
+        meta = json.loads((directory / "driver.json").read_text())
+        from services.coordination import load_state
+
+        ray.get(self.learner.load.remote(str(directory), meta["iteration"] + 1))
+        ray.get(self.coordinator.load_state_dict.remote(load_state(directory / "coordinator.pt")))
+        self.sampler.load_state_dict(meta["sampler"])
+        self.start_iteration = meta["iteration"] + 1
+        self._sync_weights(meta["iteration"] + 1)
+        if self.metrics_path.exists():  # drop records of iterations after the checkpoint
+            kept = [line for line in self.metrics_path.read_text().splitlines() if json.loads(line)["iteration"] <= meta["iteration"]]
+            self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        log.info("resumed from %s at iteration %d", directory, self.start_iteration)
+
+    def _sync_weights(self, version: int) -> float:
+        weights = self.learner.policy_state.remote()
+        return max(ray.get([a.load_weights.remote(weights, version) for a in self.rollout]))
+
+    # --- the loop --------------------------------------------------------------------------------
+    def iteration(self, k: int) -> dict[str, Any]:
+        cfg = self.config
+        examples = self.sampler.next_batch(cfg.rollout.batch_size)
+        n = len(self.rollout)
+        shards = [
+            actor.generate.remote(examples[rank::n], seed=cfg.trainer.seed * 100_003 + k * 101 + rank)
+            for rank, actor in enumerate(self.rollout)
+        ]
+        scores = [actor.score.remote(*shards) for actor in self.rewards]
+        state = self.coordinator.begin_iteration.remote(k)
+        result = self.learner.train.remote(k, state, len(shards), *shards, *scores)
+        record_ref = self.coordinator.commit.remote(k, result)
+        start = time.perf_counter()
+        sync_seconds = self._sync_weights(k + 1)
+        record = dict(ray.get(record_ref))
+        record["time/sync"] = sync_seconds
+        record["time/iteration"] = time.perf_counter() - start + record["time/rollout"] + record["time/reward"] + record["time/train"]
+        return record
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        last: dict[str, Any] = {}
+        completed = self.start_iteration - 1
+        bar = tqdm(range(self.start_iteration, cfg.trainer.iterations), desc="iterations", unit="it", dynamic_ncols=True)
+        try:
+            for k in bar:
+                t0 = time.perf_counter()
+                last = self.iteration(k)
+                last["time/wall"] = time.perf_counter() - t0
+                with self.metrics_path.open("a") as f:
+                    f.write(json.dumps(last) + "\n")
+                completed = k
+                if k % cfg.trainer.log_every == 0:
+                    tqdm.write(format_line(last))
+                    log.debug(format_line(last))
+                if cfg.checkpoint.every and (k + 1) % cfg.checkpoint.every == 0:
+                    self.save_checkpoint(k)
+        except (ray.exceptions.RayError, ValueError) as err:
+            where = self._save_after_error(completed)
+            raise RunError(f"iteration {completed + 1} failed: {_root_cause(err)}\n{where}") from None
+        if completed >= 0:
+            log.info("final checkpoint: %s", self.save_checkpoint(completed))
+        return last
+
+    def _save_after_error(self, completed: int) -> str:
+        if completed < 0:
+            return "no iteration completed; nothing to resume"
+        try:
+            path = self.save_checkpoint(completed)
+            return f"state after iteration {completed} saved to {path}; resume with resume={self.run_dir}"
+        except ray.exceptions.RayError as err:  # e.g. the learner itself died
+            return f"could not checkpoint after the error ({_root_cause(err)}); resume from the last periodic checkpoint"
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost message of a Ray task error chain, without Ray's traceback dump."""
+    cause = getattr(err, "cause", None)
+    while cause is not None and getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    return str(err).strip().splitlines()[-1]
+
+
+def write_config(config: RootConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,116 @@
+"""Entry point: `python -m services.launch [key=value ...]` (also as a Ray job).
+
+    python -m services.launch objective=xi_ppo rewards.meteor.threshold=0.23 trainer.iterations=50
+    python -m services.launch preset=smoke --cfg      # print the resolved config with help, then exit
+    python -m services.launch resume=runs/ppo-20261122-140000 trainer.iterations=100
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from services.overrides import ConfigError, build_config, split_override
+
+log = logging.getLogger("crlhf")
+
+
+def resolve_run(overrides: list[str]) -> tuple[Path | None, dict | None]:
+    """For resume=…: the run directory and its saved config (the base the other overrides apply to)."""
+    resume = dict(split_override(a) for a in overrides).get("resume")
+    if resume in (None, False):
+        return None, None
+    if resume is True:
+        probe = build_config([a for a in overrides if not a.startswith("resume=")])
+        if probe.run.name is None:
+            raise ConfigError("resume=true needs run.name=NAME (or pass the run directory: resume=PATH)")
+        run_dir = probe.run.root / probe.run.name
+    else:
+        run_dir = Path(str(resume))
+    if not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"resume: no run at {run_dir} (config.yaml missing)")
+    return run_dir, yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+def print_config(config) -> None:
+    from services.config_doc import render_config
+
+    print(render_config(config))
+
+
+def connect_ray(address: str | None, needed_cpus: float) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    runtime_env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        return
+    try:
+        ray.init(address="auto", runtime_env=runtime_env)
+        log.info("joined the running Ray cluster")
+    except ConnectionError:
+        # Logical CPUs only gate scheduling: phases run one after another, so oversubscribing a small
+        # machine is harmless and lets every actor start.
+        cpus = max(os.cpu_count() or 1, needed_cpus)
+        ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env)
+        log.info("started a local Ray cluster with %s logical CPUs", cpus)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return 0
+    show = "--cfg" in argv
+    overrides = [a for a in argv if a != "--cfg"]
+    try:
+        run_dir, base = resolve_run(overrides)
+        config = build_config([a for a in overrides if not a.startswith("resume=")], base)
+    except ConfigError as err:
+        print(f"crlhf: {err}", file=sys.stderr)
+        return 2
+    if show:
+        print_config(config)
+        return 0
+
+    from services.driver import Driver, RunError, reward_groups, write_config
+
+    if run_dir is None:
+        name = config.run.name or f"{config.objective.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = config.run.root / name
+        if (run_dir / "checkpoints").exists():
+            print(f"crlhf: run directory {run_dir} already has checkpoints; pass resume=true to continue it", file=sys.stderr)
+            return 2
+    write_config(config, run_dir)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    log.info("run directory: %s", run_dir.resolve())
+
+    needed = (
+        config.rollout.num_cpus * config.rollout.num_actors
+        + config.learner.num_cpus
+        + config.reward_actors.num_cpus * len(reward_groups(config))
+    )
+    connect_ray(config.run.ray_address, needed)
+    driver = Driver(config, run_dir)
+    if base is not None:
+        driver.restore()
+    try:
+        last = driver.run()
+    except RunError as err:
+        log.error("%s", err)
+        return 1
+    log.info("done: %d iterations; metrics in %s", config.trainer.iterations, driver.metrics_path)
+    return 0 if last is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Token-level PPO over reward streams (ALGORITHMS.md §0), independent of Ray.
+
+The learner holds the policy, a frozen reference copy and a separate multi-head value model, all
+initialised from the same checkpoint, with one AdamW optimiser over policy and value parameters (as
+RL4LMs does). What the rewards mean and how streams are mixed is the objective's business.
+
+Minibatches are sets of token transitions. With `minibatch_unit="token"` they mix tokens of different
+episodes, as RL4LMs does; each minibatch forwards only the sequences it touches and gathers the chosen
+positions, which gives the same gradient as RL4LMs' per-token forward passes at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from services.config import ModelConfig, TrainerConfig
+from services.models import ValueModel, load_causal_lm, load_value_model, pick_device, pick_dtype
+from services.objectives.base import Objective, RolloutTensors
+from services.ppo.batch import SequenceBatch, collate, response_logprobs
+from services.ppo.gae import gae, reward_to_go
+from services.ppo.losses import clipped_policy_loss, value_loss
+
+
+@dataclass
+class RolloutPlan:
+    """Per-token quantities computed once per rollout, all [B, T] or [B, T, S]."""
+
+    old_logprobs: torch.Tensor
+    old_values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    reward_to_go: torch.Tensor
+    token_weight: torch.Tensor
+
+
+class PPOLearner:
+    def __init__(self, model: ModelConfig, trainer: TrainerConfig, num_streams: int, pad_id: int) -> None:
+        self.cfg = trainer
+        self.pad_id = pad_id
+        self.device = pick_device()
+        self.dtype = pick_dtype(model.dtype, self.device)
+        torch.manual_seed(trainer.seed)
+        self.policy = load_causal_lm(model.name_or_path, self.dtype, self.device).eval()
+        self.reference = load_causal_lm(model.name_or_path, self.dtype, self.device).eval().requires_grad_(False)
+        self.value: ValueModel = load_value_model(model.name_or_path, num_streams, self.dtype, self.device).eval()
+        self.optimizer = torch.optim.AdamW(
+            list(self.policy.parameters()) + list(self.value.parameters()),
+            lr=trainer.learning_rate,
+            weight_decay=trainer.weight_decay,
+        )
+        self.generator = torch.Generator().manual_seed(trainer.seed)
+
+    # --- forward passes ------------------------------------------------------------------------
+    def _logprobs(self, model: torch.nn.Module, batch: SequenceBatch, rows: torch.Tensor) -> torch.Tensor:
+        width = batch.response_ids.shape[1]
+        logits = model(**batch.rows(rows, self.device), logits_to_keep=width).logits
+        return response_logprobs(logits, batch.response_ids[rows].to(self.device))
+
+    def _values(self, batch: SequenceBatch, rows: torch.Tensor) -> torch.Tensor:
+        return self.value(**batch.rows(rows, self.device), keep=batch.response_ids.shape[1])
+
+    @torch.no_grad()
+    def _plan(self, batch: SequenceBatch, scores: torch.Tensor, objective: Objective) -> tuple[RolloutPlan, dict[str, float]]:
+        everything = torch.arange(batch.size)
+        old_logprobs = self._logprobs(self.policy, batch, everything).cpu()
+        ref_logprobs = self._logprobs(self.reference, batch, everything).cpu()
+        old_values = self._values(batch, everything).cpu()
+        mask = batch.response_mask
+        kl = (old_logprobs - ref_logprobs) * mask
+        streams = objective.build_streams(RolloutTensors(scores=scores, kl=kl, ref_logprobs=ref_logprobs, mask=mask))
+        gamma, lam = objective.discount(self.cfg.gamma, self.cfg.gae_lambda)
+        advantages, returns = gae(streams.rewards, old_values, mask, gamma, lam)
+        weight = mask if streams.sequence_weight is None else mask * streams.sequence_weight[:, None]
+        plan = RolloutPlan(old_logprobs, old_values, advantages, returns, reward_to_go(streams.rewards, mask), weight)
+        n_tokens = mask.sum().clamp(min=1.0)
+        stats = {
+            "kl": float(kl.sum() / n_tokens),
+            "kl_seq": float(kl.sum(dim=1).mean()),
+            "response_tokens_mean": float(mask.sum(dim=1).mean()),
+            **{f"stream_return/{name}": float((streams.rewards[..., j] * mask).sum(dim=1).mean())
+               for j, name in enumerate(objective.stream_names)},
+        }
+        return plan, stats
+
+    def _minibatches(self, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Index tensors [M, 2] of (sequence, position) pairs, reshuffled every call."""
+        if self.cfg.minibatch_unit == "token":
+            tokens = mask.nonzero()
+            order = torch.randperm(tokens.shape[0], generator=self.generator)
+            return list(tokens[order].split(self.cfg.minibatch_size))
+        seqs = torch.randperm(mask.shape[0], generator=self.generator).split(self.cfg.minibatch_size)
+        return [_tokens_of(mask, s) for s in seqs]
+
+    # --- the update ----------------------------------------------------------------------------
+    def train(
+        self, prompt_ids: list[list[int]], response_ids: list[list[int]], scores: torch.Tensor, objective: Objective
+    ) -> dict[str, float]:
+        """One PPO update on a rollout. scores: [B, N]. Mutates `objective` (its learned state)."""
+        start = time.perf_counter()
+        batch = collate(prompt_ids, response_ids, self.pad_id)
+        plan, stats = self._plan(batch, scores, objective)
+        coefs = objective.value_coefficients().to(self.device)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        totals: dict[str, float] = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "grad_norm": 0.0}
+        steps = 0
+        for _ in range(self.cfg.epochs):
+            for index in self._minibatches(batch.response_mask):
+                seq, pos = index[:, 0], index[:, 1]
+                rows, local = torch.unique(seq, return_inverse=True)
+                advantages = objective.mix_advantages(plan.advantages[seq, pos], plan.token_weight[seq, pos])
+                logprobs = self._logprobs(self.policy, batch, rows)[local, pos]
+                values = self._values(batch, rows)[local, pos]
+                p_loss, p_stats = clipped_policy_loss(
+                    logprobs,
+                    plan.old_logprobs[seq, pos].to(self.device),
+                    advantages.to(self.device),
+                    self.cfg.clip_range,
+                    plan.token_weight[seq, pos].to(self.device),
+                )
+                v_loss = value_loss(
+                    values,
+                    plan.returns[seq, pos].to(self.device),
+                    coefs,
+                    plan.old_values[seq, pos].to(self.device),
+                    objective.value_clip,
+                )
+                self.optimizer.zero_grad(set_to_none=True)
+                (p_loss + v_loss).backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+                self.optimizer.step()
+                objective.after_minibatch(plan.reward_to_go[seq, pos])
+                totals["policy_loss"] += p_loss.item()
+                totals["value_loss"] += v_loss.item()
+                totals["grad_norm"] += float(grad_norm)
+                totals["clip_fraction"] += p_stats["clip_fraction"]
+                totals["approx_kl"] += p_stats["approx_kl"]
+                steps += 1
+        stats.update({k: v / max(steps, 1) for k, v in totals.items()})
+        stats["ppo_steps"] = steps
+        stats["train_seconds"] = time.perf_counter() - start
+        return stats
+
+    # --- weights and checkpoints ---------------------------------------------------------------
+    def policy_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
+
+    def save(self, directory: Path, tokenizer: Any) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.policy.save_pretrained(directory / "policy")
+        tokenizer.save_pretrained(directory / "policy")
+        torch.save(
+            {
+                "value": self.value.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            directory / "learner.pt",
+        )
+
+    def load(self, directory: Path) -> None:
+        from transformers import AutoModelForCausalLM
+
+        policy = AutoModelForCausalLM.from_pretrained(directory / "policy", dtype=self.dtype)
+        self.policy.load_state_dict(policy.state_dict())
+        state = torch.load(directory / "learner.pt", map_location=self.device, weights_only=False)
+        self.value.load_state_dict(state["value"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def _tokens_of(mask: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+    """All (sequence, position) pairs of the given sequences' response tokens."""
+    sub = mask[sequences].nonzero()
+    return torch.stack([sequences[sub[:, 0]], sub[:, 1]], dim=1)

@@ -1,0 +1,89 @@
+"""Reward function interface: a batch of dialogue turns in, one finite float per response out."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class RewardError(ValueError):
+    """Bad reward input or output (NaN score, missing reference or label); names the offending row."""
+
+
+@dataclass(frozen=True)
+class ScoringBatch:
+    contexts: list[list[str]]  # dialogue turns before the response, oldest first
+    responses: list[str]  # generated responses (decoded text)
+    references: list[str | None]  # reference responses (None if the dataset has none)
+    labels: list[str | None]  # class label per example (e.g. topic) or None
+
+    def __post_init__(self) -> None:
+        sizes = {
+            "contexts": len(self.contexts),
+            "responses": len(self.responses),
+            "references": len(self.references),
+            "labels": len(self.labels),
+        }
+        if len(set(sizes.values())) != 1:
+            raise RewardError(f"ScoringBatch fields differ in length: {sizes}")
+
+    def __len__(self) -> int:
+        return len(self.responses)
+
+    def require_references(self, kind: str) -> list[str]:
+        """The references, or a RewardError naming the first row without one."""
+        for row, ref in enumerate(self.references):
+            if not isinstance(ref, str):
+                raise RewardError(f"reward '{kind}' needs a reference response; row {row} has none")
+        return list(self.references)  # type: ignore[arg-type]
+
+    def require_labels(self, kind: str) -> list[str]:
+        """The labels, or a RewardError naming the first row without one."""
+        for row, label in enumerate(self.labels):
+            if not isinstance(label, str):
+                raise RewardError(f"reward '{kind}' needs a class label; row {row} has none")
+        return list(self.labels)  # type: ignore[arg-type]
+
+
+class RewardParams(BaseModel):
+    """Keyword parameters of one reward kind (`rewards.<name>.params`); unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RewardFunction(ABC):
+    """A reward kind. Subclasses set `kind` and `Params` and implement `_score`.
+
+    Constructors take a validated `Params` instance and may load models; `validate_reward_params` only
+    touches `Params`, so module-level imports of reward modules must stay light (no torch).
+    """
+
+    kind: ClassVar[str]
+    Params: ClassVar[type[RewardParams]] = RewardParams
+
+    def __init__(self, params: RewardParams | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    def score(self, batch: ScoringBatch) -> list[float]:
+        """One finite float per response; RewardError on NaN/inf or a wrong number of scores."""
+        if len(batch) == 0:
+            return []
+        scores = [float(s) for s in self._score(batch)]
+        return check_scores(self.kind, scores, len(batch))
+
+    @abstractmethod
+    def _score(self, batch: ScoringBatch) -> Sequence[float]: ...
+
+
+def check_scores(kind: str, scores: list[float], expected: int) -> list[float]:
+    if len(scores) != expected:
+        raise RewardError(f"reward '{kind}' returned {len(scores)} scores for {expected} responses")
+    for row, value in enumerate(scores):
+        if not math.isfinite(value):
+            raise RewardError(f"reward '{kind}' gave a non-finite score ({value}) for row {row}")
+    return scores

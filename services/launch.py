@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -47,6 +48,8 @@ def connect_ray(address: str | None, needed_cpus: float) -> None:
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if ray.is_initialized():  # embedding callers (tests, notebooks) may have connected already
+        return
     runtime_env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
@@ -57,7 +60,7 @@ def connect_ray(address: str | None, needed_cpus: float) -> None:
     except ConnectionError:
         # Logical CPUs only gate scheduling: phases run one after another, so oversubscribing a small
         # machine is harmless and lets every actor start.
-        cpus = max(os.cpu_count() or 1, needed_cpus)
+        cpus = max(os.cpu_count() or 1, math.ceil(needed_cpus))
         ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env)
         log.info("started a local Ray cluster with %s logical CPUs", cpus)
 

@@ -26,7 +26,7 @@ from services.actors.learner import LearnerActor
 from services.actors.reward import RewardActor
 from services.actors.rollout import RolloutActor
 from services.config import RootConfig
-from services.data import PromptSampler, load_examples
+from services.data import DialogueExample, PromptSampler
 
 log = logging.getLogger("crlhf")
 
@@ -57,12 +57,12 @@ def format_line(record: dict[str, Any]) -> str:
 
 
 class Driver:
-    def __init__(self, config: RootConfig, run_dir: Path) -> None:
+    def __init__(self, config: RootConfig, run_dir: Path, examples: list[DialogueExample]) -> None:
         self.config = config
         self.run_dir = run_dir
         self.metrics_path = run_dir / "metrics.jsonl"
         self.checkpoints = run_dir / "checkpoints"
-        self.sampler = PromptSampler(load_examples(config.data, "train"), seed=config.data.seed)
+        self.sampler = PromptSampler(examples, seed=config.data.seed)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.coordinator = Coordinator.options(num_cpus=0, scheduling_strategy=here).remote(config, str(run_dir))
         self.rollout = [
@@ -132,11 +132,9 @@ class Driver:
         state = self.coordinator.begin_iteration.remote(k)
         result = self.learner.train.remote(k, state, len(shards), *shards, *scores)
         record_ref = self.coordinator.commit.remote(k, result)
-        start = time.perf_counter()
         sync_seconds = self._sync_weights(k + 1)
         record = dict(ray.get(record_ref))
         record["time/sync"] = sync_seconds
-        record["time/iteration"] = time.perf_counter() - start + record["time/rollout"] + record["time/reward"] + record["time/train"]
         return record
 
     def run(self) -> dict[str, Any]:

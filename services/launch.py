@@ -83,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         print_config(config)
         return 0
 
+    from services.data import DataError, load_examples
     from services.driver import Driver, RunError, reward_groups, write_config
+
+    try:  # bad rows are reported before any actor starts
+        examples = load_examples(config.data, "train")
+    except DataError as err:
+        print(f"crlhf: data: {err}", file=sys.stderr)
+        return 2
 
     if run_dir is None:
         name = config.run.name or f"{config.objective.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -103,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         + config.reward_actors.num_cpus * len(reward_groups(config))
     )
     connect_ray(config.run.ray_address, needed)
-    driver = Driver(config, run_dir)
+    driver = Driver(config, run_dir, examples)
     if base is not None:
         driver.restore()
     try:

@@ -1,0 +1,72 @@
+"""End to end on a real local Ray cluster: rollout actor, two reward actors, learner and coordinator."""
+
+import json
+
+import pytest
+import torch
+
+from services.launch import main
+
+pytestmark = pytest.mark.slow
+
+SMOKE = ["preset=smoke", "checkpoint.every=1"]
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_smoke_run_trains_and_checkpoints(ray_local, tmp_path):
+    assert main([*SMOKE, "trainer.iterations=3", f"run.root={tmp_path}", "run.name=r"]) == 0
+    run = tmp_path / "r"
+    got = records(run)
+    assert [r["iteration"] for r in got] == [0, 1, 2]
+    first = got[0]
+    # Two reward actors scored every response; the learner logged both rewards and took PPO steps.
+    assert {"reward/meteor", "reward/topic", "violation/topic"} <= set(first)
+    assert first["tokens"] > 0 and first["ppo_steps"] > 0
+    # Iteration 0 starts at the reference policy (KL = 0); training moves the policy away from it.
+    assert first["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert got[-1]["kl"] > 0.0
+    # The adaptive controller (target 0.5) lowers β while KL stays below target.
+    assert got[-1]["kl_coef"] < 0.2
+    assert (run / "checkpoints" / "latest").read_text() == "iter_000002"
+    policy = run / "checkpoints" / "iter_000002" / "policy"
+    assert (policy / "config.json").exists() and (policy / "tokenizer.json").exists()
+    state = torch.load(run / "coordinator.pt", weights_only=False)
+    assert state["last_committed"] == 2
+    assert state["objective"]["kl"]["beta"] == pytest.approx(got[-1]["kl_coef"])
+
+
+def test_resume_continues_exactly_where_the_run_stopped(ray_local, tmp_path):
+    """A run stopped after 2 iterations and resumed to 4 matches an uninterrupted 4-iteration run."""
+    assert main([*SMOKE, "trainer.iterations=4", f"run.root={tmp_path}", "run.name=straight"]) == 0
+    assert main([*SMOKE, "trainer.iterations=2", f"run.root={tmp_path}", "run.name=stopped"]) == 0
+    assert main([f"resume={tmp_path / 'stopped'}", "trainer.iterations=4"]) == 0
+    straight, resumed = records(tmp_path / "straight"), records(tmp_path / "stopped")
+    assert [r["iteration"] for r in resumed] == [0, 1, 2, 3]
+    for a, b in zip(straight, resumed):
+        for key in ("reward/meteor", "reward/topic", "kl", "kl_coef", "policy_loss", "tokens"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["iteration"], key)
+
+
+def test_reward_that_cannot_score_stops_with_a_clear_error(ray_local, tmp_path):
+    """The classifier reward needs labels the dataset lacks: the iteration fails, nothing is half-applied."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"context": ["hi there"], "reference": "hello"}) + "\n" for _ in range(20)))
+    code = main(["preset=smoke", f"data.source={data}", "data.label_column=null", "data.eval_fraction=0",
+                 f"run.root={tmp_path}", "run.name=bad"])
+    assert code == 1
+    log = (tmp_path / "bad" / "train.log").read_text()
+    assert "reward 'topic'" in log and "needs a class label; row 0 has none" in log
+    assert "no iteration completed" in log
+    assert not (tmp_path / "bad" / "metrics.jsonl").exists()
+
+
+def test_bad_dataset_row_is_rejected_before_any_actor_starts(tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"context": ["hi"], "reference": "yo"}) + "\n" + json.dumps({"context": [], "reference": "x"}) + "\n")
+    assert main(["preset=smoke", f"data.source={data}", "data.label_column=null", "data.eval_fraction=0",
+                 "rewards.topic=null", f"run.root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "row 1" in err and "context" in err

@@ -44,12 +44,16 @@ class DialogueExample:
     label: str | None
 
 
-def load_examples(cfg: "DataConfig", split: Literal["train", "eval"]) -> list[DialogueExample]:
+def load_examples(cfg: DataConfig, split: Literal["train", "eval"]) -> list[DialogueExample]:
+    """The examples of one split, in source order.
+
+    eval = `cfg.eval_split` when set (then `eval_fraction` is unused), else the hashed `eval_fraction` of the
+    train split's dialogues. `max_examples` caps the returned split with a seeded subset.
+    """
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     if cfg.source == CHATTERBOT:
-        keyed = _chatterbot_examples(cfg)
-        examples = _carve(keyed, cfg, split)
+        examples = _carve(_chatterbot_examples(cfg), cfg, split)
     elif cfg.eval_split is not None:
         examples = [ex for _, ex in _dataset_examples(cfg, cfg.train_split if split == "train" else cfg.eval_split)]
     else:
@@ -67,7 +71,7 @@ def _in_eval(group_key: str, seed: int, fraction: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
-def _carve(keyed: list[tuple[str, DialogueExample]], cfg: "DataConfig", split: str) -> list[DialogueExample]:
+def _carve(keyed: list[tuple[str, DialogueExample]], cfg: DataConfig, split: str) -> list[DialogueExample]:
     if split == "eval" and cfg.eval_fraction == 0.0:
         raise DataError("no eval split: set data.eval_fraction > 0 or data.eval_split")
     want_eval = split == "eval"
@@ -99,7 +103,7 @@ def chatterbot_dir() -> Path:
     return Path(str(root)) / "data" / "english"
 
 
-def _chatterbot_examples(cfg: "DataConfig") -> list[tuple[str, DialogueExample]]:
+def _chatterbot_examples(cfg: DataConfig) -> list[tuple[str, DialogueExample]]:
     if cfg.eval_split is not None or cfg.train_split != "train" or cfg.subset is not None:
         raise DataError("data.source=chatterbot has no named splits or subsets: use data.eval_fraction")
     files = sorted(chatterbot_dir().glob("*.yml"))
@@ -121,7 +125,9 @@ def _chatterbot_examples(cfg: "DataConfig") -> list[tuple[str, DialogueExample]]
                 # The packaged corpus has a malformed entry (trivia.yml #13 is one string); users cannot fix it.
                 log.warning(
                     "chatterbot %s conversation %d is not a list of turns, skipped: %r",
-                    path.name, k, conversation,
+                    path.name,
+                    k,
+                    conversation,
                 )
                 continue
             turns = [t.strip() for t in conversation]
@@ -142,7 +148,7 @@ def _is_dialogue(conversation: Any) -> bool:
 # --- files and `datasets` names -------------------------------------------------------------------------------
 
 
-def _dataset_examples(cfg: "DataConfig", split_name: str) -> list[tuple[str, DialogueExample]]:
+def _dataset_examples(cfg: DataConfig, split_name: str) -> list[tuple[str, DialogueExample]]:
     dataset = _load_split(cfg, split_name)
     where = f"{cfg.source} [{split_name}]"
     columns = {"context": cfg.context_column, "reference": cfg.reference_column, "label": cfg.label_column}
@@ -169,7 +175,7 @@ def _dataset_examples(cfg: "DataConfig", split_name: str) -> list[tuple[str, Dia
     return keyed
 
 
-def _load_split(cfg: "DataConfig", split_name: str) -> "Dataset":
+def _load_split(cfg: DataConfig, split_name: str) -> Dataset:
     from datasets import load_dataset
 
     path = Path(cfg.source).expanduser()

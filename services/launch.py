@@ -52,11 +52,12 @@ def connect_ray(address: str | None, needed_cpus: float) -> None:
         return
     runtime_env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env)
+        log.info("connected to Ray cluster at %s", address or os.environ["RAY_ADDRESS"])
         return
     try:
         ray.init(address="auto", runtime_env=runtime_env)
-        log.info("joined the running Ray cluster")
+        log.info("connected to the Ray cluster running on this machine")
     except ConnectionError:
         # Logical CPUs only gate scheduling: phases run one after another, so oversubscribing a small
         # machine is harmless and lets every actor start.

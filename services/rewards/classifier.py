@@ -42,7 +42,7 @@ class LinearHead:
     labels: list[str]
 
     @classmethod
-    def from_sklearn(cls, model: Any) -> "LinearHead":
+    def from_sklearn(cls, model: Any) -> LinearHead:
         """From a fitted LogisticRegression. A binary model's single logit z becomes [-z/2, z/2]: same softmax."""
         coef, intercept = np.asarray(model.coef_, np.float64), np.asarray(model.intercept_, np.float64)
         if len(model.classes_) == 2:
@@ -61,7 +61,7 @@ class LinearHead:
         (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
 
     @classmethod
-    def load(cls, directory: Path) -> "LinearHead":
+    def load(cls, directory: Path) -> LinearHead:
         missing = [f for f in (HEAD_FILE, LABELS_FILE, METADATA_FILE) if not (directory / f).is_file()]
         if missing:
             raise FileNotFoundError(
@@ -104,7 +104,7 @@ class ClassifierReward(RewardFunction):
 
     def __init__(self, params: ClassifierParams | None = None) -> None:
         super().__init__(params)
-        from services.rewards.encoder import load_encoder, resolve_encoder_path
+        from services.rewards.encoder import embed, load_encoder, resolve_encoder_path
 
         if self.params.model_dir is None:
             from services.rewards.build_classifier import ensure_topic_classifier
@@ -114,7 +114,7 @@ class ClassifierReward(RewardFunction):
             directory = Path(self.params.model_dir).expanduser()
         self.head = LinearHead.load(directory)
         self._encoder = load_encoder(resolve_encoder_path(self.params.encoder_path), self.params.device)
-        dim = self._encoder.get_sentence_embedding_dimension()
+        dim = embed(self._encoder, [""]).shape[1]  # version-proof (the dimension getter was renamed)
         if dim != self.head.coef.shape[1]:
             raise ValueError(
                 f"topic classifier in {directory} expects {self.head.coef.shape[1]}-dim embeddings but the encoder "

@@ -40,15 +40,19 @@ def resolve_encoder_path(path: str | Path | None) -> Path:
     return resolved.resolve()
 
 
+def load_encoder(path: Path, device: str | None = None) -> SentenceTransformer:
+    return _load_encoder(Path(path), device)
+
+
 @lru_cache(maxsize=4)
-def load_encoder(path: Path, device: str | None = None) -> "SentenceTransformer":
+def _load_encoder(path: Path, device: str | None) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(path), device=device, local_files_only=True)
 
 
-def embed(encoder: "SentenceTransformer", texts: list[str], batch_size: int = 64) -> "np.ndarray":
+def embed(encoder: SentenceTransformer, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """Unit-norm float32 embeddings [len(texts), dim]: cosine similarity is a dot product."""
     return encoder.encode(
-        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress
     )

@@ -31,11 +31,13 @@ class MeteorReward(RewardFunction):
 
     def __init__(self, params: MeteorParams | None = None) -> None:
         super().__init__(params)
+        from nltk.corpus import wordnet
         from nltk.translate.meteor_score import single_meteor_score
 
         from services.rewards.wordnet import ensure_wordnet
 
         ensure_wordnet()
+        wordnet.ensure_loaded()  # parse the index now (seconds), not inside the first scoring call
         self._meteor = single_meteor_score
 
     def _score(self, batch: ScoringBatch) -> Sequence[float]:

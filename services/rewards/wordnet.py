@@ -83,6 +83,7 @@ def _install(source: Path, target: Path) -> None:
     log.info("installing WordNet from %s into %s", source, target)
     staging = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=target.parent))
     try:
+        staging.chmod(0o755)  # mkdtemp makes it private
         for path in source.iterdir():
             if path.is_file():
                 shutil.copyfile(path, staging / path.name)  # a real copy, never a link

@@ -1,0 +1,63 @@
+"""`ray job submit` against a real `ray start --head` cluster on loopback, as users run it."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DASHBOARD = "http://127.0.0.1:8265"
+
+
+@pytest.fixture
+def head_node():
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix socket paths have a length limit
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.Popen(
+        [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--port=6399",
+         "--dashboard-host=127.0.0.1", "--dashboard-port=8265", "--num-cpus=4", "--disable-usage-stats",
+         f"--temp-dir={temp}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{DASHBOARD}/api/version", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("ray head node did not come up within 90 s")
+    yield env
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_the_smoke_preset(head_node, tmp_path):
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(bin_dir / "ray"), "job", "submit", "--address", DASHBOARD, "--",
+         "python", "-m", "services.launch", "objective=ppo", "preset=smoke", "trainer.iterations=2",
+         f"run.root={tmp_path}", "run.name=job"],
+        env=head_node, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "succeeded" in result.stdout + result.stderr
+    lines = (tmp_path / "job" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [0, 1]
+    assert "connected to Ray cluster at" in (tmp_path / "job" / "train.log").read_text()

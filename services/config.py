@@ -155,7 +155,11 @@ class RunConfig(Section):
 
 
 class RootConfig(Section):
-    preset: Literal["default", "smoke"] = Field("default", description="Bundle of defaults applied before overrides.")
+    preset: Literal["default", "smoke", "paper"] = Field(
+        "default",
+        description="Bundle of settings applied before overrides: default (CPU laptop, SmolLM2), smoke (tiny model), "
+        "paper (paper 000's hyperparameters, for GPU clusters).",
+    )
     objective: SerializeAsAny[ObjectiveConfig] = Field(
         default_factory=lambda: objective_config_from_dict({"name": "ppo"}),
         description="Training objective; `objective=NAME` selects one, `objective.KEY=VALUE` sets its options.",

@@ -20,7 +20,18 @@ from services.objectives.registry import objective_class
 
 # Settings each preset applies before the user's overrides.
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
+    # The embedded default, sized for a 2-core CPU laptop (~10 minutes): fewer, shorter PPO passes and a
+    # larger learning rate than the paper, and whole-episode minibatches (half the forward passes).
+    "default": {
+        "rollout.batch_size": 16,
+        "trainer.iterations": 20,
+        "trainer.epochs": 2,
+        "trainer.minibatch_unit": "sequence",
+        "trainer.minibatch_size": 8,
+        "trainer.learning_rate": 1e-5,
+    },
+    # The schema's own defaults: paper 000's hyperparameters (Table 2), for GPU clusters.
+    "paper": {},
     # Tiny random model, few short episodes: a full loop in well under a minute on 2 cores.
     "smoke": {
         "model.name_or_path": "tiny-llama",
@@ -119,7 +130,8 @@ def build_config(overrides: list[str], base: dict[str, Any] | None = None) -> Ro
     """Defaults (or `base`, e.g. a saved run's config) ← preset ← overrides, validated."""
     pairs = [split_override(arg) for arg in overrides]
     tree = copy.deepcopy(base) if base is not None else RootConfig().model_dump(mode="json")
-    preset = next((v for k, v in pairs if k == "preset"), None)
+    # A fresh run gets its preset (default: "default"); a resumed run already holds its preset's values.
+    preset = next((v for k, v in pairs if k == "preset"), None if base is not None else tree["preset"])
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset '{preset}'{_nearest(str(preset), list(PRESETS))} (valid: {', '.join(PRESETS)})")

@@ -68,3 +68,13 @@ def test_unknown_reward_kind_is_named():
 def test_value_path_cannot_be_used_as_section():
     with pytest.raises(ConfigError, match="is a value, not a section"):
         build_config(["trainer.iterations.x=1"])
+
+
+def test_default_preset_applies_to_fresh_runs_but_not_to_a_resumed_config():
+    fresh = build_config([])
+    assert fresh.preset == "default" and fresh.trainer.iterations == 20
+    paper = build_config(["preset=paper"])
+    assert paper.trainer.iterations == 50 and paper.trainer.learning_rate == 1e-6
+    saved = build_config(["trainer.iterations=4"]).model_dump(mode="json")
+    resumed = build_config(["trainer.epochs=3"], base=saved)
+    assert resumed.trainer.iterations == 4 and resumed.trainer.epochs == 3

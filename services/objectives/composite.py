@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class PPOConfig(ObjectiveConfig):
-    name: Literal["ppo"] = "ppo"
+    name: Literal["ppo"] = Field("ppo", description="Fixed-weight composite reward with adaptive KL (§1).")
     kl_coef: float = Field(0.2, ge=0.0, description="Initial KL coefficient β_0.")
     target_kl: float | None = Field(0.5, gt=0.0, description="Per-token KL target θ_KL; None keeps β fixed.")
     kl_eta: float = Field(0.1, gt=0.0, description="KL controller step η.")
@@ -91,7 +91,7 @@ class FixedWeightPPO(KLPenalisedComposite):
 
 
 class PPOSatConfig(PPOConfig):
-    name: Literal["ppo_sat"] = "ppo_sat"  # type: ignore[assignment]
+    name: Literal["ppo_sat"] = Field("ppo_sat", description="Target satisfaction −Σα(r − θ)² (§2).")  # type: ignore[assignment]
     uses_thresholds = True
 
 
@@ -139,7 +139,7 @@ class PPOSat(KLPenalisedComposite):
 
 
 class FastRLConfig(ObjectiveConfig):
-    name: Literal["fast_rl"] = "fast_rl"
+    name: Literal["fast_rl"] = Field("fast_rl", description="Max–min mirror-descent reward weights (§8).")
     step_size: float = Field(
         1.0,
         description="Mirror-descent step λ in w_i ∝ w_i·exp(−λ m_i) ([001] gives no value). A negative value "

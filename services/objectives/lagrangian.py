@@ -100,7 +100,8 @@ class ConstrainedPPOConfig(ObjectiveConfig):
 
 
 class MuPPOConfig(ConstrainedPPOConfig):
-    name: Literal["mu_ppo"] = "mu_ppo"
+    constraint_direction = "ge"  # le also accepted (sign flip)
+    name: Literal["mu_ppo"] = Field("mu_ppo", description="Minimise KL s.t. E[r_i] ≥ θ_i, sigmoid multipliers (§4).")
 
     def validate_rewards(self, rewards: dict[str, "RewardConfig"]) -> None:
         super().validate_rewards(rewards)
@@ -108,7 +109,8 @@ class MuPPOConfig(ConstrainedPPOConfig):
 
 
 class XiPPOConfig(ConstrainedPPOConfig):
-    name: Literal["xi_ppo"] = "xi_ppo"
+    constraint_direction = "eq"
+    name: Literal["xi_ppo"] = Field("xi_ppo", description="Minimise KL s.t. E[r_i] = θ_i, tanh multipliers (§6).")
 
     def validate_rewards(self, rewards: dict[str, "RewardConfig"]) -> None:
         super().validate_rewards(rewards)
@@ -116,7 +118,8 @@ class XiPPOConfig(ConstrainedPPOConfig):
 
 
 class AllPPOConfig(ConstrainedPPOConfig):
-    name: Literal["all_ppo"] = "all_ppo"
+    constraint_direction = "le"
+    name: Literal["all_ppo"] = Field("all_ppo", description="Maximise Σ E[r_i] s.t. E[r_i] ≤ θ_i (§5).")
     target_kl: float | None = Field(0.5, gt=0.0, description="Per-token KL target of the adaptive β.")
     kl_in_streams: bool = Field(
         False,
@@ -179,6 +182,10 @@ class ConstrainedPPO(Objective):
         """adv: [M, S] normalised advantages, s: [N] squashed multipliers → [M]."""
         raise NotImplementedError
 
+    def kl_weight(self, s: torch.Tensor) -> float:
+        """Net weight of the KL advantage in A_mix, for logging."""
+        raise NotImplementedError
+
     def violation(self, estimate: torch.Tensor) -> torch.Tensor:
         """[N] the factor multiplying squash(λ) in ℓ_λ, from v̂ [N]."""
         return self.signs * (estimate - self.thresholds)
@@ -204,7 +211,7 @@ class ConstrainedPPO(Objective):
 
     def metrics(self) -> dict[str, float]:
         s = self.multipliers.values()
-        out = {"kl_coef": self.kl.beta, "mean_kl": self.last_mean_kl, "weight/kl": float(self.n - s.sum())}
+        out = {"kl_coef": self.kl.beta, "mean_kl": self.last_mean_kl, "weight/kl": self.kl_weight(s)}
         for i, name in enumerate(self.reward_names):
             out[f"multiplier/{name}"] = float(s[i])
             out[f"lambda/{name}"] = float(self.multipliers.raw[i])
@@ -224,6 +231,9 @@ class MuPPO(ConstrainedPPO):
 
     def combine(self, adv: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return (self.n - s.sum()) * adv[:, self.n] + adv[:, : self.n] @ (self.signs * s)
+
+    def kl_weight(self, s: torch.Tensor) -> float:
+        return float(self.n - s.sum())
 
 
 class XiPPO(MuPPO):
@@ -250,3 +260,8 @@ class AllPPO(ConstrainedPPO):
         rm = adv[:, : self.n]
         mixed = (self.n - s.sum()) * rm.sum(dim=1) - rm @ s
         return mixed + adv[:, self.n] if self.kl_separate else mixed
+
+    def kl_weight(self, s: torch.Tensor) -> float:
+        # kl_in_streams: −β k_t sits in every RM stream, so its net weight is N(N − S) − S (§5).
+        total = float(s.sum())
+        return 1.0 if self.kl_separate else self.n * (self.n - total) - total

@@ -20,6 +20,9 @@ class ObjectiveConfig(BaseModel):
 
     name: str = Field(description="Objective name.")
     uses_thresholds: ClassVar[bool] = False
+    # The constraint direction (ge/le/eq) the objective is defined for, or None. `validate_rewards` rejects
+    # rewards whose `direction` it cannot express; a config layer may use this to default them instead.
+    constraint_direction: ClassVar[str | None] = None
 
     def validate_rewards(self, rewards: dict[str, "RewardConfig"]) -> None:
         """Raise ValueError naming the reward if the objective cannot use this reward set."""
@@ -36,6 +39,14 @@ class ObjectiveConfig(BaseModel):
 # Objective name -> "module:Class". Each class carries its `config_cls`. Modules are imported on first use.
 OBJECTIVES: dict[str, str] = {
     "ppo": "services.objectives.composite:FixedWeightPPO",
+    "ppo_sat": "services.objectives.composite:PPOSat",
+    "fast_rl": "services.objectives.composite:FastRL",
+    "mu_ppo": "services.objectives.lagrangian:MuPPO",
+    "xi_ppo": "services.objectives.lagrangian:XiPPO",
+    "all_ppo": "services.objectives.lagrangian:AllPPO",
+    "reward_dropout": "services.objectives.dropout:RewardDropout",
+    "l3m": "services.objectives.barrier:L3M",
+    "ppo_lagrangian": "services.objectives.ppo_lagrangian:PPOLagrangian",
 }
 
 

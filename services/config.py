@@ -89,7 +89,11 @@ class RewardConfig(Section):
     kind: str = Field(description="Reward function kind (meteor, bleu, sacrebleu, rouge, length, similarity, classifier, hf_model).")
     weight: float = Field(1.0, description="Fixed weight α for composite objectives (ppo, ppo_sat).")
     threshold: float | None = Field(None, description="Constraint threshold θ for constrained objectives.")
-    direction: Direction = Field("ge", description="Constraint direction: ge (r ≥ θ), le (r ≤ θ), eq (r = θ).")
+    direction: Direction | None = Field(
+        None,
+        description="Constraint direction: ge (r ≥ θ), le (r ≤ θ), eq (r = θ); null = the objective's own "
+        "(ge for mu_ppo/ppo_lagrangian/l3m, eq for xi_ppo, le for all_ppo).",
+    )
     actor: int = Field(0, ge=0, description="Index of the reward actor that hosts this reward.")
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the reward function.")
 

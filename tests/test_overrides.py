@@ -78,3 +78,19 @@ def test_default_preset_applies_to_fresh_runs_but_not_to_a_resumed_config():
     saved = build_config(["trainer.iterations=4"]).model_dump(mode="json")
     resumed = build_config(["trainer.epochs=3"], base=saved)
     assert resumed.trainer.iterations == 4 and resumed.trainer.epochs == 3
+
+
+def test_constrained_objectives_use_their_own_direction_unless_told_otherwise():
+    from services.objectives.registry import build_objective
+
+    cfg = build_config(["objective=xi_ppo", "rewards.meteor.threshold=0.23"])
+    assert build_objective(cfg.objective, cfg.rewards).directions == ["eq", "eq"]
+    cfg = build_config(["objective=mu_ppo", "rewards.topic.direction=le"])
+    assert build_objective(cfg.objective, cfg.rewards).directions == ["ge", "le"]
+    with pytest.raises(ConfigError, match=r"xi_ppo supports constraint direction eq only.*'meteor'"):
+        build_config(["objective=xi_ppo", "rewards.meteor.direction=ge"])
+
+
+def test_objective_that_needs_thresholds_names_the_reward_without_one():
+    with pytest.raises(ConfigError, match=r"needs a threshold.*missing for: topic"):
+        build_config(["objective=mu_ppo", "rewards.topic.threshold=null"])

@@ -107,9 +107,12 @@ def normalize_streams(
 def require_directions(
     objective: str, rewards: dict[str, "RewardConfig"], allowed: tuple[str, ...], hint: str
 ) -> None:
-    """Raise ValueError naming the first reward whose constraint direction the objective cannot express."""
+    """Raise ValueError naming the first reward whose constraint direction the objective cannot express.
+
+    An unset direction (None) means the objective's own `constraint_direction` and is always accepted.
+    """
     for name, reward in rewards.items():
-        if reward.direction not in allowed:
+        if reward.direction is not None and reward.direction not in allowed:
             raise ValueError(
                 f"objective {objective} supports constraint direction {'/'.join(allowed)} only, but reward "
                 f"'{name}' has direction '{reward.direction}' (set rewards.{name}.direction={allowed[0]}; {hint})"
@@ -139,7 +142,8 @@ class Objective(ABC):
         self.thresholds = torch.tensor(
             [float("nan") if r.threshold is None else r.threshold for r in rewards.values()], dtype=torch.float32
         )
-        self.directions = [r.direction for r in rewards.values()]
+        own = type(config).constraint_direction or "ge"
+        self.directions = [r.direction or own for r in rewards.values()]
 
     # --- streams -----------------------------------------------------------------------------
     @property

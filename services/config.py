@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, SerializeAsAny, field_validator, model_validator
 
 from services.objectives.registry import ObjectiveConfig, objective_config_from_dict
 
@@ -147,9 +147,24 @@ class CheckpointConfig(Section):
 
 
 class ControlConfig(Section):
-    host: str = Field("127.0.0.1", description="Control plane bind address.")
+    host: str = Field("127.0.0.1", description="Control plane bind address (loopback by default; 0.0.0.0 exposes it).")
     port: int = Field(8321, ge=0, le=65535, description="0 = pick a free port.")
     enabled: bool = True
+    token: SecretStr | None = Field(
+        None,
+        exclude=True,  # never written to config.yaml
+        description="Bearer token for changing endpoints; None = env CRLHF_CONTROL_TOKEN, else a generated one "
+        "written to <run dir>/control.token (mode 0600).",
+    )
+
+    @model_validator(mode="after")
+    def _token_strength(self) -> "ControlConfig":
+        # A model-level check, so the error message never echoes the token itself.
+        if self.token is not None:
+            value = self.token.get_secret_value()
+            if len(value) < 16 or any(c.isspace() for c in value):
+                raise ValueError("token: must be at least 16 characters without whitespace")
+        return self
 
 
 class RunConfig(Section):
@@ -201,6 +216,7 @@ class RootConfig(Section):
             except ValueError as err:
                 raise ValueError(f"rewards.{name}: {err}") from None
         self.objective.validate_rewards(self.rewards)
+        self.objective.complete(self)
         return self
 
     def reward_names(self) -> list[str]:

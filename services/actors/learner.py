@@ -44,7 +44,13 @@ class LearnerActor:
         self.objective.load_state_dict(objective_state)
         prompts = [p for s in shards for p in s.generation.prompt_ids]
         responses = [r for s in shards for r in s.generation.response_ids]
-        stats = self.learner.train(prompts, responses, scores, self.objective)
+        if self.objective.update_kind == "l3m":
+            from services.ppo.l3m import l3m_iteration
+
+            references = self._reference_ids([e.reference for s in shards for e in s.examples])
+            stats = l3m_iteration(self.learner, prompts, responses, references, scores, self.objective)
+        else:
+            stats = self.learner.train(prompts, responses, scores, self.objective)
         self.version += 1
 
         rollout_seconds = max(s.generation.seconds for s in shards)
@@ -67,6 +73,16 @@ class LearnerActor:
         record.update(stats)
         record.update(self.objective.metrics())
         return {"objective_state": self.objective.state_dict(), "record": record}
+
+    def _reference_ids(self, references: list[str | None]) -> list[list[int]]:
+        """Reference responses as SFT targets, ending with EOS like a finished generation."""
+        out = []
+        for row, text in enumerate(references):
+            if not text:
+                raise ValueError(f"objective l3m trains on reference responses; row {row} has none")
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            out.append(ids[: self.config.model.max_prompt_tokens] + [self.tokenizer.eos_token_id])
+        return out
 
     def policy_state(self) -> dict[str, torch.Tensor]:
         return self.learner.policy_state()

@@ -78,6 +78,12 @@ class L3MConfig(ObjectiveConfig):
             raise ValueError(f"mu_end ({self.mu_end}) exceeds mu_start ({self.mu_start})")
         return self
 
+    def complete(self, run: Any) -> None:
+        """total_steps defaults to the run's optimiser steps: iterations × epochs × ⌈batch / minibatch⌉."""
+        if self.total_steps is None:
+            per_iteration = run.trainer.epochs * math.ceil(run.rollout.batch_size / run.trainer.minibatch_size)
+            self.total_steps = run.trainer.iterations * per_iteration
+
     def validate_rewards(self, rewards: dict[str, "RewardConfig"]) -> None:
         super().validate_rewards(rewards)
         require_directions("l3m", rewards, ("ge", "le"), "the log barrier needs inequality constraints")

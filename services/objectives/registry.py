@@ -24,6 +24,9 @@ class ObjectiveConfig(BaseModel):
     # rewards whose `direction` it cannot express; a config layer may use this to default them instead.
     constraint_direction: ClassVar[str | None] = None
 
+    def complete(self, run: Any) -> None:
+        """Fill options whose default depends on the rest of the run's config (a `RootConfig`)."""
+
     def validate_rewards(self, rewards: dict[str, "RewardConfig"]) -> None:
         """Raise ValueError naming the reward if the objective cannot use this reward set."""
         if self.uses_thresholds:

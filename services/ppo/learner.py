@@ -56,10 +56,12 @@ class PPOLearner:
         self.generator = torch.Generator().manual_seed(trainer.seed)
 
     # --- forward passes ------------------------------------------------------------------------
-    def _logprobs(self, model: torch.nn.Module, batch: SequenceBatch, rows: torch.Tensor) -> torch.Tensor:
+    def _logprobs(
+        self, model: torch.nn.Module, batch: SequenceBatch, rows: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
         width = batch.response_ids.shape[1]
         logits = model(**batch.rows(rows, self.device), logits_to_keep=width).logits
-        return response_logprobs(logits, batch.response_ids[rows].to(self.device))
+        return response_logprobs(logits / temperature, batch.response_ids[rows].to(self.device))
 
     def _values(self, batch: SequenceBatch, rows: torch.Tensor) -> torch.Tensor:
         return self.value(**batch.rows(rows, self.device), keep=batch.response_ids.shape[1])
@@ -72,7 +74,15 @@ class PPOLearner:
         old_values = self._values(batch, everything).cpu()
         mask = batch.response_mask
         kl = (old_logprobs - ref_logprobs) * mask
-        streams = objective.build_streams(RolloutTensors(scores=scores, kl=kl, ref_logprobs=ref_logprobs, mask=mask))
+        behaviour = None
+        if objective.sample_from_reference:
+            # Off-policy rollouts came from the frozen reference at a lower temperature: the PPO ratio is
+            # then π_θ / β_T, so the tempered reference log-probs become the "old" log-probs.
+            behaviour = self._logprobs(self.reference, batch, everything, objective.rollout_temperature or 1.0).cpu()
+        tensors = RolloutTensors(scores=scores, kl=kl, ref_logprobs=ref_logprobs, mask=mask, behaviour_logprobs=behaviour)
+        streams = objective.build_streams(tensors)
+        if behaviour is not None:
+            old_logprobs = behaviour
         gamma, lam = objective.discount(self.cfg.gamma, self.cfg.gae_lambda)
         advantages, returns = gae(streams.rewards, old_values, mask, gamma, lam)
         weight = mask if streams.sequence_weight is None else mask * streams.sequence_weight[:, None]

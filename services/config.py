@@ -141,6 +141,21 @@ class TrainerConfig(Section):
     log_every: int = Field(1, gt=0)
 
 
+class EvaluationConfig(Section):
+    every: int = Field(5, ge=0, description="Evaluate the policy on the held-out split before every N-th update (0 = never).")
+    max_examples: int | None = Field(
+        None, gt=0, description="Evaluate on the first N held-out examples; None = the full split (diversity counts depend on its size)."
+    )
+    score: str = Field(
+        "a1",
+        description="eval_score: 'a1' (paper 000 A.1), 'fast_rl' (paper 001's six-term variant), or a reward name (gold metric).",
+    )
+    bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="Per-metric (min, max) normalisation bounds replacing the preset ones."
+    )
+    seed: int = Field(1234, description="Sampling seed of every evaluation, so evaluations differ only by the policy.")
+
+
 class CheckpointConfig(Section):
     every: int = Field(10, ge=0, description="Save every N iterations (0 = only at the end).")
     keep_last: int = Field(2, gt=0, description="Older checkpoints are deleted.")
@@ -190,6 +205,7 @@ class RootConfig(Section):
     reward_actors: RewardActorsConfig = Field(default_factory=RewardActorsConfig)
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     run: RunConfig = Field(default_factory=RunConfig)
@@ -217,6 +233,10 @@ class RootConfig(Section):
                 raise ValueError(f"rewards.{name}: {err}") from None
         self.objective.validate_rewards(self.rewards)
         self.objective.complete(self)
+        if self.evaluation.score not in ("a1", "fast_rl", *self.rewards):
+            raise ValueError(
+                f"evaluation.score: '{self.evaluation.score}' is neither 'a1', 'fast_rl' nor a reward name ({', '.join(self.rewards)})"
+            )
         return self
 
     def reward_names(self) -> list[str]:

@@ -27,6 +27,7 @@ from services.actors.reward import RewardActor
 from services.actors.rollout import RolloutActor
 from services.config import RootConfig
 from services.data import DialogueExample, PromptSampler
+from services.evaluation.run_eval import evaluation_record
 
 log = logging.getLogger("crlhf")
 
@@ -53,12 +54,20 @@ def format_line(record: dict[str, Any]) -> str:
         f"it {record['iteration']:>4} | {rewards} | kl {record.get('kl', 0.0):.4f} | "
         f"{record['tokens_per_second']:.0f} tok/s | rollout {record['time/rollout']:.1f}s "
         f"reward {record['time/reward']:.1f}s train {record['time/train']:.1f}s sync {record.get('time/sync', 0.0):.2f}s"
+        + (f" | eval {record['eval/score']:.3f} ({record['time/eval']:.0f}s)" if "eval/score" in record else "")
     )
 
 
 class Driver:
-    def __init__(self, config: RootConfig, run_dir: Path, examples: list[DialogueExample]) -> None:
+    def __init__(
+        self,
+        config: RootConfig,
+        run_dir: Path,
+        examples: list[DialogueExample],
+        eval_examples: list[DialogueExample] | None = None,
+    ) -> None:
         self.config = config
+        self.eval_examples = (eval_examples or [])[: config.evaluation.max_examples]
         self.run_dir = run_dir
         self.metrics_path = run_dir / "metrics.jsonl"
         self.checkpoints = run_dir / "checkpoints"
@@ -120,8 +129,35 @@ class Driver:
         return max(ray.get([a.load_weights.remote(weights, version) for a in self.rollout]))
 
     # --- the loop --------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Generate for the held-out examples with the current policy and score them (same sampling
+        settings as training, a fixed seed so successive evaluations differ only by the policy)."""
+        start = time.perf_counter()
+        n = len(self.rollout)
+        shards = [
+            actor.generate.remote(self.eval_examples[rank::n], seed=self.config.evaluation.seed + rank)
+            for rank, actor in enumerate(self.rollout)
+        ]
+        results = ray.get([actor.score.remote(*shards) for actor in self.rewards])
+        means = {name: sum(v) / len(v) for r in results for name, v in r["scores"].items()}
+        generated = ray.get(shards)  # only the texts are used; a few hundred short strings
+        record = evaluation_record(
+            [t for s in generated for t in s.generation.texts],
+            [e.reference for s in generated for e in s.examples],
+            {name: means[name] for name in self.config.rewards},
+            self.config.evaluation.score,
+            self.config.evaluation.bounds,
+        )
+        record["time/eval"] = time.perf_counter() - start
+        return record
+
+    def _evaluates_before(self, k: int) -> bool:
+        every = self.config.evaluation.every
+        return bool(every and self.eval_examples and k % every == 0)
+
     def iteration(self, k: int) -> dict[str, Any]:
         cfg = self.config
+        evaluation = self.evaluate() if self._evaluates_before(k) else None
         examples = self.sampler.next_batch(cfg.rollout.batch_size)
         n = len(self.rollout)
         shards = [
@@ -130,11 +166,12 @@ class Driver:
         ]
         scores = [actor.score.remote(*shards) for actor in self.rewards]
         state = self.coordinator.begin_iteration.remote(k)
-        result = self.learner.train.remote(k, state, len(shards), *shards, *scores)
+        result = self.learner.train.remote(k, state, evaluation, len(shards), *shards, *scores)
         record_ref = self.coordinator.commit.remote(k, result)
         sync_seconds = self._sync_weights(k + 1)
         record = dict(ray.get(record_ref))
         record["time/sync"] = sync_seconds
+        record.update(evaluation or {})
         return record
 
     def run(self) -> dict[str, Any]:
@@ -160,6 +197,11 @@ class Driver:
             raise RunError(f"iteration {completed + 1} failed: {_root_cause(err)}\n{where}") from None
         if completed >= 0:
             log.info("final checkpoint: %s", self.save_checkpoint(completed))
+        if self.config.evaluation.every and self.eval_examples and completed >= self.start_iteration:
+            final = {"after_iteration": completed, **self.evaluate()}
+            (self.run_dir / "final_eval.json").write_text(json.dumps(final, indent=1))
+            log.info("final evaluation: score %.4f, %s", final["eval/score"],
+                     " ".join(f"{k.rsplit('/', 1)[1]}={v:.3f}" for k, v in final.items() if k.startswith("eval/reward/")))
         return last
 
     def _save_after_error(self, completed: int) -> str:

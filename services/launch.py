@@ -87,10 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     from services.data import DataError, load_examples
     from services.driver import Driver, RunError, reward_groups, write_config
 
-    try:  # bad rows are reported before any actor starts
+    from services.evaluation.run_eval import score_bounds
+
+    try:  # bad rows and bad evaluation settings are reported before any actor starts
         examples = load_examples(config.data, "train")
+        held_out = config.data.eval_split is not None or config.data.eval_fraction > 0
+        if config.evaluation.every and not held_out:
+            log.warning("no held-out split (data.eval_fraction=0, no data.eval_split): evaluation is off")
+        eval_examples = load_examples(config.data, "eval") if config.evaluation.every and held_out else []
+        score_bounds(config.evaluation.score, config.evaluation.bounds)
     except DataError as err:
         print(f"crlhf: data: {err}", file=sys.stderr)
+        return 2
+    except KeyError as err:
+        print(f"crlhf: evaluation.bounds: {err.args[0]}", file=sys.stderr)
         return 2
 
     if run_dir is None:
@@ -111,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         + config.reward_actors.num_cpus * len(reward_groups(config))
     )
     connect_ray(config.run.ray_address, needed)
-    driver = Driver(config, run_dir, examples)
+    driver = Driver(config, run_dir, examples, eval_examples)
     if base is not None:
         driver.restore()
     try:

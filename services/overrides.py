@@ -29,6 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trainer.minibatch_unit": "sequence",
         "trainer.minibatch_size": 8,
         "trainer.learning_rate": 1e-5,
+        "evaluation.max_examples": 64,
     },
     # The schema's own defaults: paper 000's hyperparameters (Table 2), for GPU clusters.
     "paper": {},
@@ -44,6 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trainer.minibatch_size": 32,
         "trainer.learning_rate": 1e-4,
         "checkpoint.every": 0,
+        "evaluation.max_examples": 16,
     },
 }
 

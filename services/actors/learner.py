@@ -30,8 +30,16 @@ class LearnerActor:
         )
         self.version = 0
 
-    def train(self, iteration: int, objective_state: dict[str, Any], num_shards: int, *parts: Any) -> dict[str, Any]:
-        """parts = the rollout shards (in order) followed by each reward actor's result.
+    def train(
+        self,
+        iteration: int,
+        objective_state: dict[str, Any],
+        evaluation: dict[str, float] | None,
+        num_shards: int,
+        *parts: Any,
+    ) -> dict[str, Any]:
+        """parts = the rollout shards (in order) followed by each reward actor's result; `evaluation` =
+        the held-out evaluation of the current policy when one ran just before this update.
 
         Returns the objective's new state and the iteration's metrics record.
         """
@@ -42,6 +50,8 @@ class LearnerActor:
         names = list(self.config.rewards)
         scores = torch.tensor([scores_by_name[n] for n in names], dtype=torch.float32).T  # [B, N]
         self.objective.load_state_dict(objective_state)
+        if evaluation is not None:  # e.g. nm_ppo moves its thresholds on an evaluation
+            self.objective.observe_evaluation(iteration, evaluation)
         prompts = [p for s in shards for p in s.generation.prompt_ids]
         responses = [r for s in shards for r in s.generation.response_ids]
         if self.objective.update_kind == "l3m":

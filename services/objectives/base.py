@@ -175,6 +175,13 @@ class Objective(ABC):
     def after_minibatch(self, reward_to_go: torch.Tensor) -> None:
         """reward_to_go: [M, S] undiscounted reward-to-go of the minibatch's tokens."""
 
+    def observe_evaluation(self, iteration: int, evaluation: dict[str, float]) -> None:
+        """Called before update `iteration` when the current policy was just evaluated on held-out data.
+
+        evaluation: `eval/score`, `eval/reward/<name>`, `eval/metric/<metric>`, … (see services/evaluation).
+        nm_ppo moves its thresholds here; other objectives ignore it.
+        """
+
     # --- thresholds and state ------------------------------------------------------------------
     def set_threshold(self, reward: str, value: float) -> None:
         self.thresholds[self.reward_names.index(reward)] = value

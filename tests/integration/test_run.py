@@ -30,6 +30,11 @@ def test_smoke_run_trains_and_checkpoints(ray_local, tmp_path):
     assert got[-1]["kl"] > 0.0
     # The adaptive controller (target 0.5) lowers β while KL stays below target.
     assert got[-1]["kl_coef"] < 0.2
+    # The held-out evaluation ran before update 0 (evaluation.every=5) and once after the last update.
+    assert "eval/score" in first and "eval/reward/topic" in first and first["eval/examples"] == 16
+    assert all("eval/score" not in r for r in got[1:])
+    final = json.loads((run / "final_eval.json").read_text())
+    assert final["after_iteration"] == 2 and final["eval/metric/unique-3"] >= 0
     assert (run / "checkpoints" / "latest").read_text() == "iter_000002"
     policy = run / "checkpoints" / "iter_000002" / "policy"
     assert (policy / "config.json").exists() and (policy / "tokenizer.json").exists()

@@ -26,7 +26,7 @@ DEFAULT_VARIANTS = [
 def run_variant(overrides: str, iterations: int, root: Path, index: int) -> list[dict]:
     from services.launch import main
 
-    args = overrides.split() + [f"trainer.iterations={iterations}", f"run.root={root}", f"run.name=v{index}", "checkpoint.every=0"]
+    args = overrides.split() + [f"trainer.iterations={iterations}", f"run.root={root}", f"run.name=v{index}", "checkpoint.every=0", "control.port=0"]
     if main(args) != 0:
         raise SystemExit(f"variant failed: {overrides}")
     return [json.loads(line) for line in (root / f"v{index}" / "metrics.jsonl").read_text().splitlines()]

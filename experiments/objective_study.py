@@ -24,7 +24,7 @@ OBJECTIVES = ["ppo", "ppo_sat", "mu_ppo", "xi_ppo", "all_ppo", "fast_rl", "rewar
 THRESHOLDS = {"meteor": 0.09, "topic": 0.65}
 COMPACT = [
     "rollout.batch_size=16", "trainer.epochs=2", "trainer.minibatch_unit=sequence", "trainer.minibatch_size=8",
-    "trainer.learning_rate=1e-5", "evaluation.every=0", "checkpoint.every=0",
+    "trainer.learning_rate=1e-5", "evaluation.every=0", "checkpoint.every=0", "control.port=0",
 ]
 
 

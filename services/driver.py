@@ -174,13 +174,48 @@ class Driver:
         record.update(evaluation or {})
         return record
 
+    def honour_controls(self, completed: int) -> bool:
+        """Apply REST requests at an iteration boundary: checkpoint now, pause (poll every second), stop.
+        Returns False when the run should stop."""
+        announced = False
+        while True:
+            controls = ray.get(self.coordinator.poll_controls.remote())
+            if controls["checkpoint"] and completed >= 0:
+                path = self.save_checkpoint(completed)
+                ray.get(self.coordinator.ack_checkpoint.remote(str(path)))
+                log.info("checkpoint on request: %s", path)
+            if controls["stop"]:
+                log.info("stop requested: ending after iteration %d", completed)
+                return False
+            if not controls["paused"]:
+                if announced:
+                    log.info("resumed")
+                return True
+            if not announced:
+                log.info("paused after iteration %d; waiting for resume", completed)
+                announced = True
+            time.sleep(1.0)
+
+    def close(self) -> None:
+        """Stop the control plane and release every actor (their GPUs/ports) before returning."""
+        try:
+            ray.get(self.coordinator.shutdown.remote(), timeout=30)
+        except ray.exceptions.RayError:
+            pass
+        for actor in [self.coordinator, self.learner, *self.rollout, *self.rewards]:
+            ray.kill(actor)
+
     def run(self) -> dict[str, Any]:
         cfg = self.config
         last: dict[str, Any] = {}
         completed = self.start_iteration - 1
+        stopped = False
         bar = tqdm(range(self.start_iteration, cfg.trainer.iterations), desc="iterations", unit="it", dynamic_ncols=True)
         try:
             for k in bar:
+                if not self.honour_controls(completed):
+                    stopped = True
+                    break
                 t0 = time.perf_counter()
                 last = self.iteration(k)
                 last["time/wall"] = time.perf_counter() - t0
@@ -194,9 +229,12 @@ class Driver:
                     self.save_checkpoint(k)
         except (ray.exceptions.RayError, ValueError) as err:
             where = self._save_after_error(completed)
-            raise RunError(f"iteration {completed + 1} failed: {_root_cause(err)}\n{where}") from None
+            raise RunError(f"iteration {completed + 1} failed: {root_cause(err)}\n{where}") from None
         if completed >= 0:
             log.info("final checkpoint: %s", self.save_checkpoint(completed))
+        if stopped:
+            ray.get(self.coordinator.mark_stopped.remote())
+            return last
         if self.config.evaluation.every and self.eval_examples and completed >= self.start_iteration:
             final = {"after_iteration": completed, **self.evaluate()}
             (self.run_dir / "final_eval.json").write_text(json.dumps(final, indent=1))
@@ -211,10 +249,10 @@ class Driver:
             path = self.save_checkpoint(completed)
             return f"state after iteration {completed} saved to {path}; resume with resume={self.run_dir}"
         except ray.exceptions.RayError as err:  # e.g. the learner itself died
-            return f"could not checkpoint after the error ({_root_cause(err)}); resume from the last periodic checkpoint"
+            return f"could not checkpoint after the error ({root_cause(err)}); resume from the last periodic checkpoint"
 
 
-def _root_cause(err: BaseException) -> str:
+def root_cause(err: BaseException) -> str:
     """The innermost message of a Ray task error chain, without Ray's traceback dump."""
     cause = getattr(err, "cause", None)
     while cause is not None and getattr(cause, "cause", None) is not None:

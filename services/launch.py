@@ -66,6 +66,12 @@ def connect_ray(address: str | None, needed_cpus: float) -> None:
         log.info("started a local Ray cluster with %s logical CPUs", cpus)
 
 
+def ray_get_address(driver) -> str:
+    import ray
+
+    return ray.get(driver.coordinator.address.remote()) or "disabled"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -85,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from services.data import DataError, load_examples
-    from services.driver import Driver, RunError, reward_groups, write_config
+    from ray.exceptions import RayError
+
+    from services.driver import Driver, RunError, reward_groups, root_cause, write_config
 
     from services.evaluation.run_eval import score_bounds
 
@@ -122,13 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     connect_ray(config.run.ray_address, needed)
     driver = Driver(config, run_dir, examples, eval_examples)
-    if base is not None:
-        driver.restore()
     try:
+        if base is not None:
+            driver.restore()
+        log.info("control plane: %s", ray_get_address(driver))
         last = driver.run()
     except RunError as err:
         log.error("%s", err)
         return 1
+    except RayError as err:  # an actor failed to start, e.g. the control plane's port is taken
+        log.error("%s", root_cause(err))
+        return 1
+    finally:
+        driver.close()
     log.info("done: %d iterations; metrics in %s", config.trainer.iterations, driver.metrics_path)
     return 0 if last is not None else 1
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_objective_trains_two_iterations(ray_local, tmp_path, name):
-    args = ["preset=smoke", f"objective={name}", "trainer.iterations=2", f"run.root={tmp_path}", "run.name=r"]
+    args = ["preset=smoke", "control.port=0", f"objective={name}", "trainer.iterations=2", f"run.root={tmp_path}", "run.name=r"]
     assert main(args) == 0
     records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [0, 1]

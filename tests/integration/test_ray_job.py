@@ -52,7 +52,7 @@ def test_ray_job_submit_runs_the_smoke_preset(head_node, tmp_path):
     bin_dir = Path(sys.executable).parent
     result = subprocess.run(
         [str(bin_dir / "ray"), "job", "submit", "--address", DASHBOARD, "--",
-         "python", "-m", "services.launch", "objective=ppo", "preset=smoke", "trainer.iterations=2",
+         "python", "-m", "services.launch", "objective=ppo", "preset=smoke", "trainer.iterations=2", "control.port=0",
          f"run.root={tmp_path}", "run.name=job"],
         env=head_node, capture_output=True, text=True, timeout=600,
     )

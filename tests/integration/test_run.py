@@ -9,7 +9,7 @@ from services.launch import main
 
 pytestmark = pytest.mark.slow
 
-SMOKE = ["preset=smoke", "checkpoint.every=1"]
+SMOKE = ["preset=smoke", "checkpoint.every=1", "control.port=0"]
 
 
 def records(run_dir):
@@ -59,7 +59,7 @@ def test_reward_that_cannot_score_stops_with_a_clear_error(ray_local, tmp_path):
     """The classifier reward needs labels the dataset lacks: the iteration fails, nothing is half-applied."""
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"context": ["hi there"], "reference": "hello"}) + "\n" for _ in range(20)))
-    code = main(["preset=smoke", f"data.source={data}", "data.label_column=null", "data.eval_fraction=0",
+    code = main(["preset=smoke", "control.port=0", f"data.source={data}", "data.label_column=null", "data.eval_fraction=0",
                  f"run.root={tmp_path}", "run.name=bad"])
     assert code == 1
     log = (tmp_path / "bad" / "train.log").read_text()

@@ -92,7 +92,7 @@ class RewardConfig(Section):
     direction: Direction | None = Field(
         None,
         description="Constraint direction: ge (r ≥ θ), le (r ≤ θ), eq (r = θ); null = the objective's own "
-        "(ge for mu_ppo/ppo_lagrangian/l3m, eq for xi_ppo, le for all_ppo).",
+        "(ge for mu_ppo/ppo_lagrangian/l3m, eq for xi_ppo/nm_ppo, le for all_ppo).",
     )
     actor: int = Field(0, ge=0, description="Index of the reward actor that hosts this reward.")
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the reward function.")

@@ -3,6 +3,11 @@
     python -m services.launch objective=xi_ppo rewards.meteor.threshold=0.23 trainer.iterations=50
     python -m services.launch preset=smoke --cfg      # print the resolved config with help, then exit
     python -m services.launch resume=runs/ppo-20261122-140000 trainer.iterations=100
+    python -m services.launch @overrides.txt trainer.iterations=50   # overrides from a file, then more
+
+@FILE reads overrides from FILE, one per line, in place of the argument (so later arguments win); blank
+lines and # comments (a whole line, or after whitespace) are ignored. `python -m services.proxy_points
+--out FILE` writes such a file.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,6 +25,33 @@ import yaml
 from services.overrides import ConfigError, build_config, split_override
 
 log = logging.getLogger("crlhf")
+
+
+def expand_argument_files(argv: list[str]) -> list[str]:
+    """Replace every `@FILE` argument by the overrides in FILE (one per line, # comments allowed).
+
+    Lines are not split further, so a value may contain spaces (`run.name=my run`); a `#` starts a comment
+    only at the start of a line or after whitespace, as in YAML, so `key=a#b` keeps its `#`. Files do not
+    nest: a line starting with @ is an error rather than a silent second level of indirection.
+    """
+    out: list[str] = []
+    for arg in argv:
+        if not arg.startswith("@"):
+            out.append(arg)
+            continue
+        path = Path(arg[1:])
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read override file '{path}': {err.strerror or err}") from None
+        for number, line in enumerate(text.splitlines(), start=1):
+            entry = re.sub(r"(^|\s)#.*$", "", line).strip()
+            if not entry:
+                continue
+            if entry.startswith("@"):
+                raise ConfigError(f"{path}:{number}: override files do not nest ('{entry}')")
+            out.append(entry)
+    return out
 
 
 def resolve_run(overrides: list[str]) -> tuple[Path | None, dict | None]:
@@ -78,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0
+    try:
+        argv = expand_argument_files(argv)
+    except ConfigError as err:
+        print(f"crlhf: {err}", file=sys.stderr)
+        return 2
     show = "--cfg" in argv
     overrides = [a for a in argv if a != "--cfg"]
     try:

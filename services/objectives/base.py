@@ -176,10 +176,12 @@ class Objective(ABC):
         """reward_to_go: [M, S] undiscounted reward-to-go of the minibatch's tokens."""
 
     def observe_evaluation(self, iteration: int, evaluation: dict[str, float]) -> None:
-        """Called before update `iteration` when the current policy was just evaluated on held-out data.
+        """Called at the start of update `iteration`, before `build_streams`, whenever the current policy was
+        evaluated on held-out data since the previous update (at most once per update).
 
-        evaluation: `eval/score`, `eval/reward/<name>`, `eval/metric/<metric>`, … (see services/evaluation).
-        nm_ppo moves its thresholds here; other objectives ignore it.
+        evaluation: `eval/score` (the eval_score being maximised), `eval/reward/<name>` (held-out mean of each
+        reward), `eval/metric/<metric>`, … (see services/evaluation/run_eval.py). nm_ppo moves its thresholds
+        here (services/objectives/nm_ppo.py); other objectives ignore it.
         """
 
     # --- thresholds and state ------------------------------------------------------------------

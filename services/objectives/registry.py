@@ -46,6 +46,7 @@ OBJECTIVES: dict[str, str] = {
     "fast_rl": "services.objectives.composite:FastRL",
     "mu_ppo": "services.objectives.lagrangian:MuPPO",
     "xi_ppo": "services.objectives.lagrangian:XiPPO",
+    "nm_ppo": "services.objectives.nm_ppo:NMPPO",
     "all_ppo": "services.objectives.lagrangian:AllPPO",
     "reward_dropout": "services.objectives.dropout:RewardDropout",
     "l3m": "services.objectives.barrier:L3M",

@@ -12,7 +12,9 @@ from services.objectives.registry import OBJECTIVES, objective_class
 
 from .bandit import make_objective
 
-MINE = ["ppo", "ppo_sat", "fast_rl", "mu_ppo", "xi_ppo", "all_ppo", "reward_dropout", "l3m", "ppo_lagrangian"]
+MINE = ["ppo", "ppo_sat", "fast_rl", "mu_ppo", "xi_ppo", "nm_ppo", "all_ppo", "reward_dropout", "l3m", "ppo_lagrangian"]
+# Options a RootConfig would fill in through `complete` (the run's length).
+OPTIONS: dict[str, dict[str, Any]] = {"l3m": {"total_steps": 10}, "nm_ppo": {"iterations_per_threshold": 5}}
 PER_BATCH = ("mean_kl", "estimate/", "dropout/", "batch_mean/")
 
 
@@ -41,7 +43,7 @@ def test_registered_with_typed_config(name: str) -> None:
 
 @pytest.mark.parametrize("name", MINE)
 def test_state_survives_torch_save_and_metrics_are_floats(name: str) -> None:
-    options = {"total_steps": 10} if name == "l3m" else {}
+    options = OPTIONS.get(name, {})
     obj = make_objective(name, rewards_for(name), **options)
     batch = RolloutTensors_example()
     if obj.update_kind == "ppo":
@@ -83,7 +85,7 @@ def RolloutTensors_example():
 
 
 def test_multiplier_metrics_are_named_by_reward() -> None:
-    for name in ["mu_ppo", "xi_ppo", "all_ppo", "ppo_lagrangian", "l3m"]:
-        keys = make_objective(name, rewards_for(name), **({"total_steps": 5} if name == "l3m" else {})).metrics()
+    for name in ["mu_ppo", "xi_ppo", "nm_ppo", "all_ppo", "ppo_lagrangian", "l3m"]:
+        keys = make_objective(name, rewards_for(name), **OPTIONS.get(name, {})).metrics()
         assert {"multiplier/meteor", "multiplier/topic"} <= keys.keys(), name
     assert {"weight/meteor", "weight/topic", "kl_coef"} <= make_objective("fast_rl", rewards_for("fast_rl")).metrics().keys()

@@ -165,6 +165,11 @@ class ControlConfig(Section):
     host: str = Field("127.0.0.1", description="Control plane bind address (loopback by default; 0.0.0.0 exposes it).")
     port: int = Field(8321, ge=0, le=65535, description="0 = pick a free port.")
     enabled: bool = True
+    nice: int = Field(
+        0, ge=0, le=19,
+        description="Nice value of the control plane's threads (Linux, per thread): > 0 yields CPU to training on a "
+        "node where both share cores, at some cost in request latency.",
+    )
     token: SecretStr | None = Field(
         None,
         exclude=True,  # never written to config.yaml

@@ -73,7 +73,9 @@ class Driver:
         self.checkpoints = run_dir / "checkpoints"
         self.sampler = PromptSampler(examples, seed=config.data.seed)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.coordinator = Coordinator.options(num_cpus=0, scheduling_strategy=here).remote(config, str(run_dir))
+        # A coordinator that dies (e.g. killed by the OOM killer) is restarted by Ray and reloads coordinator.pt,
+        # so queued REST changes and the audit log survive; the call in flight fails and the driver reports it.
+        self.coordinator = Coordinator.options(num_cpus=0, scheduling_strategy=here, max_restarts=3).remote(config, str(run_dir))
         self.rollout = [
             RolloutActor.options(num_cpus=config.rollout.num_cpus, num_gpus=config.rollout.num_gpus).remote(config, rank)
             for rank in range(config.rollout.num_actors)
@@ -114,14 +116,14 @@ class Driver:
         meta = json.loads((directory / "driver.json").read_text())
         from services.coordination import load_state
 
+        if self.metrics_path.exists():  # drop records of iterations after the checkpoint
+            kept = [line for line in self.metrics_path.read_text().splitlines() if json.loads(line)["iteration"] <= meta["iteration"]]
+            self.metrics_path.write_text("".join(line + "\n" for line in kept))
         ray.get(self.learner.load.remote(str(directory), meta["iteration"] + 1))
         ray.get(self.coordinator.load_state_dict.remote(load_state(directory / "coordinator.pt")))
         self.sampler.load_state_dict(meta["sampler"])
         self.start_iteration = meta["iteration"] + 1
         self._sync_weights(meta["iteration"] + 1)
-        if self.metrics_path.exists():  # drop records of iterations after the checkpoint
-            kept = [line for line in self.metrics_path.read_text().splitlines() if json.loads(line)["iteration"] <= meta["iteration"]]
-            self.metrics_path.write_text("".join(line + "\n" for line in kept))
         log.info("resumed from %s at iteration %d", directory, self.start_iteration)
 
     def _sync_weights(self, version: int) -> float:
@@ -221,6 +223,7 @@ class Driver:
                 last["time/wall"] = time.perf_counter() - t0
                 with self.metrics_path.open("a") as f:
                     f.write(json.dumps(last) + "\n")
+                self.coordinator.observe.remote(last)  # Prometheus/live page: adds sync, wall and eval times
                 completed = k
                 if k % cfg.trainer.log_every == 0:
                     tqdm.write(format_line(last))
@@ -238,6 +241,7 @@ class Driver:
         if self.config.evaluation.every and self.eval_examples and completed >= self.start_iteration:
             final = {"after_iteration": completed, **self.evaluate()}
             (self.run_dir / "final_eval.json").write_text(json.dumps(final, indent=1))
+            ray.get(self.coordinator.record_evaluation.remote(completed + 1, final))
             log.info("final evaluation: score %.4f, %s", final["eval/score"],
                      " ".join(f"{k.rsplit('/', 1)[1]}={v:.3f}" for k, v in final.items() if k.startswith("eval/reward/")))
         return last

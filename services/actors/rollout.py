@@ -1,15 +1,22 @@
-"""RolloutActor: turns dialogue contexts into sampled responses with per-token log-probs."""
+"""RolloutActor: turns dialogue contexts into sampled responses with per-token log-probs.
+
+The generation backend (HF or vLLM) is chosen by `services.rollout.factory` from `rollout.backend`; the
+choice and its reason are printed once (Ray forwards it to the driver's console) and available from
+`describe()`.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 import torch
 
 from services.actors.common import quiet_process
-from services.config import RootConfig
+from services.config import RootConfig, SamplingConfig
 from services.data import DialogueExample
 from services.rollout.base import Generation
 
@@ -27,29 +34,62 @@ class RolloutShard:
 class RolloutActor:
     def __init__(self, config: RootConfig, rank: int) -> None:
         quiet_process()
-        from services.models import load_causal_lm, load_tokenizer, pick_device, pick_dtype
-        from services.rollout.hf import HFBackend
+        from services.models import load_tokenizer, resolve_model_path
+        from services.rollout.factory import build_backend
 
         self.config = config
         self.rank = rank
-        device = pick_device()
-        self.tokenizer = load_tokenizer(config.model.name_or_path)
-        model = load_causal_lm(config.model.name_or_path, pick_dtype(config.model.dtype, device), device)
-        self.backend = HFBackend(model, self.tokenizer)
+        model_path = resolve_model_path(config.model.name_or_path)
+        self.tokenizer = load_tokenizer(model_path)
+        self.backend, self.choice = build_backend(config, model_path)
         self.weights_version = 0
+        print(f"[rollout {rank}] {self.choice.describe()}", file=sys.stderr, flush=True)
 
-    def generate(self, examples: list[DialogueExample], seed: int) -> RolloutShard:
+    def describe(self) -> dict[str, Any]:
+        """Which backend runs here and why; `device` is where it generates ('cpu' / 'cuda')."""
+        device = getattr(self.backend, "device", "cpu")
+        return {"backend": self.choice.name, "reason": self.choice.reason, "device": str(getattr(device, "type", device))}
+
+    def generate(
+        self, examples: list[DialogueExample], seed: int, sampling: SamplingConfig | None = None
+    ) -> RolloutShard:
+        """Sample one response per example. `sampling` overrides the run's `rollout.sampling` for this call
+        (e.g. greedy evaluation); the engine's length bound still applies."""
         from services.rollout.prompts import encode_prompts
 
         prompts = encode_prompts(
             self.tokenizer, [e.context for e in examples], self.config.model.use_chat_template, self.config.model.max_prompt_tokens
         )
-        generation = self.backend.generate(prompts, self.config.rollout.sampling, seed)
+        generation = self.backend.generate(prompts, sampling or self.config.rollout.sampling, seed)
         return RolloutShard(examples, generation, self.weights_version)
 
     def load_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> float:
-        """Returns the seconds the reload took."""
+        """Load the learner's policy (object-store path). Returns the seconds the reload took."""
         start = time.perf_counter()
         self.backend.load_weights(state_dict)
         self.weights_version = version
         return time.perf_counter() - start
+
+    # --- NCCL weight sync (GPU + vLLM only; see services/rollout/weight_sync.py) --------------------
+    def weight_receiver_ranks(self) -> int:
+        """NCCL ranks this actor contributes: one per vLLM worker (tensor-parallel size)."""
+        self._require_vllm_cuda()
+        return self.config.rollout.tensor_parallel_size
+
+    def init_weight_receiver(self, address: str, port: int, rank_offset: int, world_size: int) -> None:
+        self._require_vllm_cuda()
+        self.backend.collective_rpc("crlhf_init_weight_group", address, port, rank_offset, world_size)
+
+    def receive_weights(self, metadata: list[Any], version: int) -> float:
+        """Receive a broadcast from the learner into every worker; returns the seconds it took."""
+        self._require_vllm_cuda()
+        start = time.perf_counter()
+        self.backend.collective_rpc("crlhf_receive_weights", metadata)
+        self.backend.reset_cache()
+        self.weights_version = version
+        return time.perf_counter() - start
+
+    def _require_vllm_cuda(self) -> None:
+        info = self.describe()
+        if info["backend"] != "vllm" or info["device"] != "cuda":
+            raise RuntimeError(f"NCCL weight sync needs a vLLM engine on CUDA; this actor runs {info}")

@@ -50,7 +50,7 @@ class HFBackend(GenerationBackend):
         eos_ids = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
         responses, lps = [], []
         for row, row_lp in zip(new_tokens.tolist(), token_logprobs.tolist()):
-            end = next((i + 1 for i, tok in enumerate(row) if tok in eos_ids), len(row))
+            end = response_end(row, eos_ids, sampling.stop, self.tokenizer)
             responses.append(row[:end])
             lps.append(row_lp[:end])
         texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
@@ -58,6 +58,23 @@ class HFBackend(GenerationBackend):
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state_dict)
+
+
+def response_end(tokens: list[int], eos_ids: set[int], stop: list[str], tokenizer: PreTrainedTokenizerBase) -> int:
+    """Length of the sampled response inside a padded `generate` row.
+
+    A row ends after its first EOS, or after the token that completed a stop string. Everything after
+    that is padding `generate` appended once the row finished; it must not reach PPO as if sampled
+    (with pad = EOS, as for SmolLM2, a stop-string row would otherwise gain an unsampled EOS, and with
+    another pad token it would run to max_new_tokens).
+    """
+    end = next((i + 1 for i, tok in enumerate(tokens) if tok in eos_ids), len(tokens))
+    if stop:
+        for i in range(end):
+            text = tokenizer.decode(tokens[: i + 1], skip_special_tokens=True)
+            if any(s in text for s in stop):
+                return i + 1
+    return end
 
 
 def _as_list(x: int | list[int] | None) -> list[int]:

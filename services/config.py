@@ -139,6 +139,16 @@ class TrainerConfig(Section):
     max_grad_norm: float = Field(0.5, gt=0.0)
     seed: int = 0
     log_every: int = Field(1, gt=0)
+    async_rollout: bool = Field(
+        False,
+        description="Overlap generation of iteration k+1 with training on iteration k: the batch trained at k+1 was "
+        "sampled by the policy one update earlier, corrected with decoupled PPO (clipped ratio π_θ/π_prox, each token's "
+        "loss × min(π_prox/π_behaviour, async_is_cap)). Periodic checkpoints are drain points (no prefetch across them); "
+        "an in-flight prefetch is discarded at a requested checkpoint or stop. Not for objective=l3m.",
+    )
+    async_is_cap: float = Field(
+        2.0, gt=0.0, description="Truncation c of the off-policy importance weight min(π_prox/π_behaviour, c) (async_rollout)."
+    )
 
 
 class EvaluationConfig(Section):
@@ -237,6 +247,8 @@ class RootConfig(Section):
             except ValueError as err:
                 raise ValueError(f"rewards.{name}: {err}") from None
         self.objective.validate_rewards(self.rewards)
+        if self.trainer.async_rollout and self.objective.name == "l3m":
+            raise ValueError("trainer.async_rollout: objective l3m has no importance ratio to correct stale samples; set it to false")
         self.objective.complete(self)
         if self.evaluation.score not in ("a1", "fast_rl", *self.rewards):
             raise ValueError(

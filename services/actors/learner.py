@@ -1,4 +1,8 @@
-"""LearnerActor: a thin Ray wrapper around `services.ppo.learner.PPOLearner`."""
+"""LearnerActor: a thin Ray wrapper around `services.ppo.learner.PPOLearner`.
+
+It is also rank 0 of the NCCL weight sync on GPU clusters (`NcclWeightSenderMixin`, used by
+`services.rollout.weight_sync.NcclWeightSync`); on CPU the driver's object-store sync calls `policy_state`.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ import torch
 from services.actors.common import quiet_process
 from services.config import RootConfig
 from services.objectives.constraints import violation
+from services.rollout.weight_sync import NcclWeightSenderMixin
 
 
 @ray.remote
-class LearnerActor:
+class LearnerActor(NcclWeightSenderMixin):
     def __init__(self, config: RootConfig) -> None:
         quiet_process(config.learner.torch_threads)
         from services.models import load_tokenizer
@@ -60,7 +65,7 @@ class LearnerActor:
             references = self._reference_ids([e.reference for s in shards for e in s.examples])
             stats = l3m_iteration(self.learner, prompts, responses, references, scores, self.objective)
         else:
-            stats = self.learner.train(prompts, responses, scores, self.objective)
+            stats = self.learner.train(prompts, responses, scores, self.objective, self._behaviour(shards))
         self.version += 1
 
         rollout_seconds = max(s.generation.seconds for s in shards)
@@ -80,9 +85,24 @@ class LearnerActor:
             if threshold == threshold:  # not NaN
                 record[f"threshold/{name}"] = threshold
                 record[f"violation/{name}"] = violation(mean, threshold, self.objective.directions[j])
+        if self.config.trainer.async_rollout:
+            # Updates between the weights that sampled this batch and the ones it trains (1 when overlapped).
+            record["async/staleness"] = max(self.version - 1 - s.weights_version for s in shards)
         record.update(stats)
         record.update(self.objective.metrics())
         return {"objective_state": self.objective.state_dict(), "record": record}
+
+    def _behaviour(self, shards: tuple[Any, ...]) -> Any:
+        """The rollout's own log-probs and per-sequence staleness, for the off-policy correction of
+        overlapped rollouts (trainer.async_rollout); None when the run does not overlap."""
+        if not self.config.trainer.async_rollout:
+            return None
+        from services.ppo.off_policy import BehaviourLogprobs, pad_logprobs
+
+        rows = [lp for s in shards for lp in s.generation.logprobs]
+        staleness = [self.version - s.weights_version for s in shards for _ in s.generation.logprobs]
+        width = max(len(r) for s in shards for r in s.generation.response_ids)
+        return BehaviourLogprobs(pad_logprobs(rows, width), torch.tensor(staleness))
 
     def _reference_ids(self, references: list[str | None]) -> list[list[int]]:
         """Reference responses as SFT targets, ending with EOS like a finished generation."""

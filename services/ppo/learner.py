@@ -24,6 +24,7 @@ from services.objectives.base import Objective, RolloutTensors
 from services.ppo.batch import SequenceBatch, collate, response_logprobs
 from services.ppo.gae import gae, reward_to_go
 from services.ppo.losses import clipped_policy_loss, value_loss
+from services.ppo.off_policy import BehaviourLogprobs, truncated_importance_weights
 
 
 @dataclass
@@ -36,6 +37,7 @@ class RolloutPlan:
     returns: torch.Tensor
     reward_to_go: torch.Tensor
     token_weight: torch.Tensor
+    importance_weight: torch.Tensor | None = None  # [B, T] decoupled-PPO correction of stale samples
 
 
 class PPOLearner:
@@ -67,7 +69,9 @@ class PPOLearner:
         return self.value(**batch.rows(rows, self.device), keep=batch.response_ids.shape[1])
 
     @torch.no_grad()
-    def _plan(self, batch: SequenceBatch, scores: torch.Tensor, objective: Objective) -> tuple[RolloutPlan, dict[str, float]]:
+    def _plan(
+        self, batch: SequenceBatch, scores: torch.Tensor, objective: Objective, behaviour_rollout: BehaviourLogprobs | None = None
+    ) -> tuple[RolloutPlan, dict[str, float]]:
         everything = torch.arange(batch.size)
         old_logprobs = self._logprobs(self.policy, batch, everything).cpu()
         ref_logprobs = self._logprobs(self.reference, batch, everything).cpu()
@@ -87,6 +91,14 @@ class PPOLearner:
         advantages, returns = gae(streams.rewards, old_values, mask, gamma, lam)
         weight = mask if streams.sequence_weight is None else mask * streams.sequence_weight[:, None]
         plan = RolloutPlan(old_logprobs, old_values, advantages, returns, reward_to_go(streams.rewards, mask), weight)
+        off_policy: dict[str, float] = {}
+        if behaviour_rollout is not None and behaviour is None:
+            # Overlapped rollout: the recomputed old log-probs are the proximal policy's (decoupled PPO);
+            # the rollout's own log-probs are the behaviour policy's. (When the objective samples from the
+            # reference, `behaviour` above already is the ratio's denominator and no weight is needed.)
+            plan.importance_weight, off_policy = truncated_importance_weights(
+                old_logprobs, behaviour_rollout.logprobs, mask, self.cfg.async_is_cap, behaviour_rollout.staleness > 0
+            )
         n_tokens = mask.sum().clamp(min=1.0)
         stats = {
             "kl": float(kl.sum() / n_tokens),
@@ -94,6 +106,7 @@ class PPOLearner:
             "response_tokens_mean": float(mask.sum(dim=1).mean()),
             **{f"stream_return/{name}": float((streams.rewards[..., j] * mask).sum(dim=1).mean())
                for j, name in enumerate(objective.stream_names)},
+            **off_policy,
         }
         return plan, stats
 
@@ -108,12 +121,21 @@ class PPOLearner:
 
     # --- the update ----------------------------------------------------------------------------
     def train(
-        self, prompt_ids: list[list[int]], response_ids: list[list[int]], scores: torch.Tensor, objective: Objective
+        self,
+        prompt_ids: list[list[int]],
+        response_ids: list[list[int]],
+        scores: torch.Tensor,
+        objective: Objective,
+        behaviour: BehaviourLogprobs | None = None,
     ) -> dict[str, float]:
-        """One PPO update on a rollout. scores: [B, N]. Mutates `objective` (its learned state)."""
+        """One PPO update on a rollout. scores: [B, N]. Mutates `objective` (its learned state).
+
+        behaviour: the rollout's own log-probs and staleness (overlapped rollouts); stale sequences get
+        the truncated importance weight of decoupled PPO (services/ppo/off_policy.py).
+        """
         start = time.perf_counter()
         batch = collate(prompt_ids, response_ids, self.pad_id)
-        plan, stats = self._plan(batch, scores, objective)
+        plan, stats = self._plan(batch, scores, objective, behaviour)
         coefs = objective.value_coefficients().to(self.device)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         totals: dict[str, float] = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "grad_norm": 0.0}
@@ -131,6 +153,7 @@ class PPOLearner:
                     advantages.to(self.device),
                     self.cfg.clip_range,
                     plan.token_weight[seq, pos].to(self.device),
+                    None if plan.importance_weight is None else plan.importance_weight[seq, pos].to(self.device),
                 )
                 v_loss = value_loss(
                     values,

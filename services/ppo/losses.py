@@ -11,16 +11,22 @@ def clipped_policy_loss(
     advantages: torch.Tensor,
     clip_range: float,
     weight: torch.Tensor | None = None,
+    importance_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """−mean(min(r·A, clip(r, 1±ε)·A)), r = exp(logπ − logπ_old). All inputs: [M].
 
     weight: optional [M] per-token weight (0 drops a token, e.g. reward dropout); the mean is over
     weighted tokens.
+    importance_weight: optional [M] off-policy correction (decoupled PPO: π_prox/π_behaviour, truncated;
+    services/ppo/off_policy.py) multiplying each token's loss. It is not part of the normaliser: the loss
+    estimates an expectation under the proximal policy from behaviour samples, averaged per sample.
     """
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
     per_token = -torch.minimum(unclipped, clipped)
+    if importance_weight is not None:
+        per_token = per_token * importance_weight.detach()
     if weight is None:
         loss = per_token.mean()
     else:

@@ -4,7 +4,12 @@ Per iteration k:
   rollout actors generate their shard ─┬─► reward actors score all shards (in parallel)
   coordinator.begin_iteration(k) ──────┼─► learner.train(k, objective state, shards, scores)
                                        └─► coordinator.commit(k, result) ─► metrics line
-  learner.policy_state() ─► every rollout actor's load_weights (object store)
+  weight sync (services/rollout/weight_sync.py): object store on CPU, NCCL broadcast on GPU + vLLM
+
+With `trainer.async_rollout=true` the rollout of iteration k+1 is submitted right after iteration k's
+update, before the weight sync, so it runs on the rollout actors (with the weights of version k) while
+the learner trains; the learner corrects the one-update staleness (services/ppo/off_policy.py).
+Checkpoints and stops are drain points: see `Driver._discard_prefetch`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,8 @@ from services.actors.rollout import RolloutActor
 from services.config import RootConfig
 from services.data import DialogueExample, PromptSampler
 from services.evaluation.run_eval import evaluation_record
+from services.rollout.placement import rollout_placement
+from services.rollout.weight_sync import make_weight_sync
 
 log = logging.getLogger("crlhf")
 
@@ -58,6 +66,17 @@ def format_line(record: dict[str, Any]) -> str:
     )
 
 
+@dataclass
+class PendingRollout:
+    """An iteration's rollout, submitted: shard refs (rollout-actor order), score refs (reward-actor order),
+    and the prompt sampler's position before its batch was drawn (to rewind a discarded prefetch)."""
+
+    iteration: int
+    shards: list[Any]
+    scores: list[Any]
+    sampler_before: dict[str, Any]
+
+
 class Driver:
     def __init__(
         self,
@@ -76,19 +95,48 @@ class Driver:
         # A coordinator that dies (e.g. killed by the OOM killer) is restarted by Ray and reloads coordinator.pt,
         # so queued REST changes and the audit log survive; the call in flight fails and the driver reports it.
         self.coordinator = Coordinator.options(num_cpus=0, scheduling_strategy=here, max_restarts=3).remote(config, str(run_dir))
-        self.rollout = [
-            RolloutActor.options(num_cpus=config.rollout.num_cpus, num_gpus=config.rollout.num_gpus).remote(config, rank)
-            for rank in range(config.rollout.num_actors)
-        ]
+        self.placement_group: Any = None
+        self.rollout = [RolloutActor.options(**options).remote(config, rank) for rank, options in enumerate(self._rollout_options())]
         self.rewards = [
             RewardActor.options(num_cpus=config.reward_actors.num_cpus, num_gpus=config.reward_actors.num_gpus).remote(group)
             for group in reward_groups(config)
         ]
         self.learner = LearnerActor.options(num_cpus=config.learner.num_cpus, num_gpus=config.learner.num_gpus).remote(config)
         self.start_iteration = 0
+        self.weight_sync = make_weight_sync(config, self.learner, self.rollout)
+        self.weight_sync.setup()
+        self._pending: PendingRollout | None = None  # the prefetched rollout (trainer.async_rollout)
+
+    def _rollout_options(self) -> list[dict[str, Any]]:
+        """Ray options per rollout actor: plain resource requests on CPU; on GPU, a bundle of one placement
+        group reserved for all of them (services/rollout/placement.py)."""
+        r = self.config.rollout
+        plan = rollout_placement(r.num_actors, r.num_cpus, r.num_gpus, r.tensor_parallel_size)
+        if plan is None:
+            return [{"num_cpus": r.num_cpus, "num_gpus": r.num_gpus} for _ in range(r.num_actors)]
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        self.placement_group = placement_group(plan.bundles, strategy=plan.strategy)
+        log.info("waiting for the rollout placement group: %s", plan.bundles)
+        ray.get(self.placement_group.ready())
+        return [
+            {
+                "num_cpus": a.num_cpus,
+                "num_gpus": a.num_gpus,
+                "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                    placement_group=self.placement_group,
+                    placement_group_bundle_index=a.bundle_index,
+                    placement_group_capture_child_tasks=True,  # vLLM's TP workers land in the same group
+                ),
+                **({"runtime_env": {"env_vars": a.env_vars()}} if a.env_vars() else {}),
+            }
+            for a in plan.actors
+        ]
 
     # --- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self, iteration: int) -> Path:
+        self._discard_prefetch()  # the saved sampler position must not skip a batch nobody trained on
         target = self.checkpoints / f"iter_{iteration:06d}"
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -123,12 +171,19 @@ class Driver:
         ray.get(self.coordinator.load_state_dict.remote(load_state(directory / "coordinator.pt")))
         self.sampler.load_state_dict(meta["sampler"])
         self.start_iteration = meta["iteration"] + 1
-        self._sync_weights(meta["iteration"] + 1)
+        self.weight_sync.sync(meta["iteration"] + 1)
         log.info("resumed from %s at iteration %d", directory, self.start_iteration)
 
-    def _sync_weights(self, version: int) -> float:
-        weights = self.learner.policy_state.remote()
-        return max(ray.get([a.load_weights.remote(weights, version) for a in self.rollout]))
+    def _discard_prefetch(self) -> None:
+        """Drain at a checkpoint or stop boundary: forget the prefetched rollout and rewind the sampler to
+        before its batch. The next iteration (or a run resumed from the checkpoint) then draws the same
+        examples with the same seeds and generates them with the current weights, so a run that continues
+        after a requested checkpoint and a run resumed from it are identical, and no batch is lost or
+        trained on twice. The discarded generation still finishes on the actors; its results are dropped.
+        Periodic checkpoints never find a prefetch (`run` does not prefetch across them)."""
+        if self._pending is not None:
+            self.sampler.load_state_dict(self._pending.sampler_before)
+            self._pending = None
 
     # --- the loop --------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -157,9 +212,10 @@ class Driver:
         every = self.config.evaluation.every
         return bool(every and self.eval_examples and k % every == 0)
 
-    def iteration(self, k: int) -> dict[str, Any]:
+    def _submit_rollout(self, k: int) -> PendingRollout:
+        """Draw iteration k's prompts, submit their generation and scoring; returns refs only."""
         cfg = self.config
-        evaluation = self.evaluate() if self._evaluates_before(k) else None
+        before = self.sampler.state_dict()
         examples = self.sampler.next_batch(cfg.rollout.batch_size)
         n = len(self.rollout)
         shards = [
@@ -167,10 +223,27 @@ class Driver:
             for rank, actor in enumerate(self.rollout)
         ]
         scores = [actor.score.remote(*shards) for actor in self.rewards]
+        return PendingRollout(k, shards, scores, before)
+
+    def _prefetches_after(self, k: int) -> bool:
+        """Overlap the next rollout with this update? Not past the last iteration, and not across a periodic
+        checkpoint, so that a run resumed from any checkpoint repeats the uninterrupted run exactly."""
+        cfg = self.config
+        at_checkpoint = bool(cfg.checkpoint.every) and (k + 1) % cfg.checkpoint.every == 0
+        return cfg.trainer.async_rollout and k + 1 < cfg.trainer.iterations and not at_checkpoint
+
+    def iteration(self, k: int) -> dict[str, Any]:
+        evaluation = self.evaluate() if self._evaluates_before(k) else None
+        rollout = self._pending if self._pending is not None and self._pending.iteration == k else self._submit_rollout(k)
+        self._pending = None
         state = self.coordinator.begin_iteration.remote(k)
-        result = self.learner.train.remote(k, state, evaluation, len(shards), *shards, *scores)
+        result = self.learner.train.remote(k, state, evaluation, len(rollout.shards), *rollout.shards, *rollout.scores)
         record_ref = self.coordinator.commit.remote(k, result)
-        sync_seconds = self._sync_weights(k + 1)
+        if self._prefetches_after(k):
+            # Queued on every rollout actor ahead of the weight sync below, so it samples with the weights
+            # of version k while the learner trains on iteration k: one update stale when trained on.
+            self._pending = self._submit_rollout(k + 1)
+        sync_seconds = self.weight_sync.sync(k + 1)
         record = dict(ray.get(record_ref))
         record["time/sync"] = sync_seconds
         record.update(evaluation or {})
@@ -204,8 +277,13 @@ class Driver:
             ray.get(self.coordinator.shutdown.remote(), timeout=30)
         except ray.exceptions.RayError:
             pass
+        self._pending = None
         for actor in [self.coordinator, self.learner, *self.rollout, *self.rewards]:
             ray.kill(actor)
+        if self.placement_group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self.placement_group)
 
     def run(self) -> dict[str, Any]:
         cfg = self.config

@@ -85,9 +85,9 @@ class LearnerActor(NcclWeightSenderMixin):
             if threshold == threshold:  # not NaN
                 record[f"threshold/{name}"] = threshold
                 record[f"violation/{name}"] = violation(mean, threshold, self.objective.directions[j])
-        if self.config.trainer.async_rollout:
-            # Updates between the weights that sampled this batch and the ones it trains (1 when overlapped).
-            record["async/staleness"] = max(self.version - 1 - s.weights_version for s in shards)
+        # Updates between the weights that sampled this batch and the ones it trained: 0 when the weight
+        # sync ran before the rollout (synchronous runs), 1 for a batch generated during the previous update.
+        record["async/staleness"] = max(self.version - 1 - s.weights_version for s in shards)
         record.update(stats)
         record.update(self.objective.metrics())
         return {"objective_state": self.objective.state_dict(), "record": record}

@@ -2,6 +2,7 @@
 
     python bench/phases.py                                   # smoke preset: token vs sequence minibatches
     python bench/phases.py --iterations 6 --variant "preset=smoke" --variant "preset=smoke rollout.batch_size=16"
+    python bench/phases.py --overlap                         # trainer.async_rollout=false vs true
 
 Each variant is a full `services.launch` run (real actors); the first iteration (actor start-up, lazy
 allocations) is excluded from the medians. Ratios are relative to the first variant. Prints a Markdown table.
@@ -20,6 +21,12 @@ PHASES = ["time/rollout", "time/reward", "time/train", "time/sync", "time/wall"]
 DEFAULT_VARIANTS = [
     "preset=smoke trainer.minibatch_unit=token",
     "preset=smoke trainer.minibatch_unit=sequence trainer.minibatch_size=4",
+]
+# Overlapped rollout: generation of iteration k+1 runs while the learner trains on k. evaluation.every=0
+# keeps the held-out evaluation (which cannot overlap) out of the medians.
+OVERLAP_VARIANTS = [
+    "preset=smoke evaluation.every=0 trainer.async_rollout=false",
+    "preset=smoke evaluation.every=0 trainer.async_rollout=true",
 ]
 
 
@@ -44,13 +51,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--variant", action="append", help="space-separated overrides; repeatable")
+    parser.add_argument("--overlap", action="store_true", help="compare trainer.async_rollout=false/true (smoke preset)")
+    parser.add_argument("--extra", default="", help="overrides appended to every variant, e.g. 'rollout.batch_size=16'")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
-    variants = args.variant or DEFAULT_VARIANTS
+    variants = [f"{v} {args.extra}".strip() for v in (args.variant or (OVERLAP_VARIANTS if args.overlap else DEFAULT_VARIANTS))]
     with tempfile.TemporaryDirectory() as tmp:
         results = [summarise(run_variant(v, args.iterations, Path(tmp), i)) for i, v in enumerate(variants)]
     ray.shutdown()

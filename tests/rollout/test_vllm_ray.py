@@ -86,7 +86,7 @@ def test_a_full_training_run_with_the_vllm_backend(ray_local, tiny_vllm_path, tm
     require_vllm()
     from services.launch import main
 
-    args = ["preset=smoke", f"model.name_or_path={tiny_vllm_path}", "rollout.backend=vllm",
+    args = ["preset=smoke", "control.port=0", f"model.name_or_path={tiny_vllm_path}", "rollout.backend=vllm",
             "trainer.iterations=2", f"run.root={tmp_path}", "run.name=v"]
     assert main(args) == 0  # rollout.backend=vllm never falls back: success means vLLM generated
     records = [json.loads(line) for line in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()]

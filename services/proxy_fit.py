@@ -206,10 +206,18 @@ def fit_proxy_points(
     )
 
 
-def plot_contour(fit: ProxyFit, path: str | Path, dims: tuple[int, int] = (0, 1), title: str | None = None) -> Path:
+def plot_contour(
+    fit: ProxyFit,
+    path: str | Path,
+    dims: tuple[int, int] = (0, 1),
+    title: str | None = None,
+    trajectory: Sequence[Sequence[float]] | None = None,
+    trajectory_label: str = "NM-PPO thresholds",
+) -> Path:
     """Write a PNG: masked surface contours, the data points coloured by eval_score, and θ* (A.3 / Fig. 3.1).
 
-    For N > 2 the plot is the slice through θ* along the two chosen reward axes.
+    For N > 2 the plot is the slice through θ* along the two chosen reward axes. `trajectory` (M, N), if
+    given, is drawn as a numbered path over the surface (e.g. the thresholds an NM-PPO run trained on).
     """
     from matplotlib.figure import Figure  # no pyplot: no global backend/state, safe inside a service
 
@@ -241,6 +249,12 @@ def plot_contour(fit: ProxyFit, path: str | Path, dims: tuple[int, int] = (0, 1)
                edgecolors="k", linewidths=0.3, label="runs")  # fmt: skip
     ax.plot(fit.theta_star[i], fit.theta_star[j], marker="*", color="red", markersize=16,
             markeredgecolor="k", linestyle="none", label=f"θ* ({fit.predicted_eval:.3f})")  # fmt: skip
+    if trajectory is not None and len(trajectory):
+        path_xy = np.asarray(trajectory, dtype=float)
+        ax.plot(path_xy[:, i], path_xy[:, j], "-o", color="white", markeredgecolor="k", markersize=5, linewidth=1,
+                label=trajectory_label)  # fmt: skip
+        for n, (x, y) in enumerate(zip(path_xy[:, i], path_xy[:, j])):
+            ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color="white")
     ax.set_xlabel(fit.names[i])
     ax.set_ylabel(fit.names[j])
     ax.set_title(title or "proxy point: masked eval_score surface")

@@ -92,6 +92,8 @@ def test_plot_contour_writes_a_png(tmp_path) -> None:
     out = plot_contour(fit, tmp_path / "plots" / "proxy.png")
     assert out.exists() and out.stat().st_size > 10_000
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with_path = plot_contour(fit, tmp_path / "path.png", trajectory=[(0.2, 0.4), (0.25, 0.5), (0.23, 0.48)])
+    assert with_path.stat().st_size > out.stat().st_size  # the path and its numbers add pixels
 
     x3 = np.random.default_rng(0).random((80, 3))
     fit3 = fit_proxy_points(x3, -np.sum((x3 - 0.5) ** 2, axis=1), ProxyFitConfig(grid_size=25))

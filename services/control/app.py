@@ -7,15 +7,14 @@ applies from the next iteration boundary, which the response names (`applies_fro
 Reads are `async def` and run on the event loop: they only take the state's lock briefly (disk writes happen
 outside it), and skipping the thread-pool hand-off keeps their latency low on a CPU-starved training node.
 Changes are plain `def`, run in FastAPI's thread pool, because they wait for their write to reach the disk.
-Every response carries `Server-Timing: app;dur=<ms>` (time inside the app), to tell server time from network
-and client time.
+Every request is counted and timed (`services/control/metrics.py`), and every response carries
+`Server-Timing: app;dur=<ms>`, to tell server time from network and client time.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
@@ -164,27 +163,6 @@ def _writes(state: CoordinatorState, token: str) -> APIRouter:
     return r
 
 
-class ServerTiming:
-    """Pure ASGI middleware (cheap, unlike BaseHTTPMiddleware): adds `Server-Timing: app;dur=<ms>`."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-
-        async def timed_send(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                duration = f"app;dur={(time.perf_counter() - start) * 1e3:.2f}".encode()
-                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", duration)]}
-            await send(message)
-
-        await self.app(scope, receive, timed_send)
-
-
 def create_app(state: CoordinatorState, token: str) -> FastAPI:
     app = FastAPI(
         title="crlhf control plane",
@@ -204,6 +182,5 @@ def create_app(state: CoordinatorState, token: str) -> FastAPI:
         """The run's Prometheus metrics (services/telemetry.py), in the text exposition format."""
         return Response(state.telemetry.render(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(RequestMetricsMiddleware, telemetry=state.telemetry)
-    app.add_middleware(ServerTiming)
+    app.add_middleware(RequestMetricsMiddleware, telemetry=state.telemetry)  # also adds Server-Timing
     return app

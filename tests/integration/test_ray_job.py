@@ -48,14 +48,24 @@ def head_node():
     shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_ray_job_submit_runs_the_smoke_preset(head_node, tmp_path):
+def submit(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the head node's job agent is still starting: the dashboard answers
+    before its agent registers (Ray says "No available agent to submit job, please try again later")."""
     bin_dir = Path(sys.executable).parent
-    result = subprocess.run(
-        [str(bin_dir / "ray"), "job", "submit", "--address", DASHBOARD, "--",
-         "python", "-m", "services.launch", "objective=ppo", "preset=smoke", "trainer.iterations=2", "control.port=0",
-         f"run.root={tmp_path}", "run.name=job"],
-        env=head_node, capture_output=True, text=True, timeout=600,
-    )
+    deadline = time.monotonic() + 120
+    while True:
+        result = subprocess.run(
+            [str(bin_dir / "ray"), "job", "submit", "--address", DASHBOARD, "--", *command],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+        if "No available agent" not in result.stderr or time.monotonic() > deadline:
+            return result
+        time.sleep(2)
+
+
+def test_ray_job_submit_runs_the_smoke_preset(head_node, tmp_path):
+    result = submit(head_node, "python", "-m", "services.launch", "objective=ppo", "preset=smoke", "trainer.iterations=2",
+                    "control.port=0", f"run.root={tmp_path}", "run.name=job")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout + result.stderr
     lines = (tmp_path / "job" / "metrics.jsonl").read_text().splitlines()

@@ -6,13 +6,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from . import harness
-from .harness import CONTROL_PLANE_WIRED  # the switch between a real run's control plane and a replay
 
 # Every run scraped by the session's Prometheus. A panel passes when it returns data for any of them:
 # no single objective records everything (multipliers: mu_ppo; the Nelder–Mead search: nm_ppo).
@@ -21,7 +19,6 @@ RUN_OVERRIDES: dict[str, list[str]] = {
 }
 NM_OVERRIDES = ["preset=smoke", "objective=nm_ppo", "evaluation.every=1", "checkpoint.every=0"]
 MIN_ITERATIONS = 4  # committed and scraped before the tests query
-REPLAY_PACE = 1.5  # seconds between replayed commits (a smoke iteration takes ~2-5 s)
 
 
 def nm_ppo_registered() -> bool:
@@ -36,13 +33,7 @@ class ObservedRun:
     label: str  # the `run` label of its series
     url: str
     token: str
-    launched: harness.LaunchedRun | None  # wired mode: the live run
-    replayed: harness.ReplayedRun | None  # not wired: the replay serving it
-
-    @property
-    def state(self) -> Any:
-        """The in-process CoordinatorState (replay mode only)."""
-        return None if self.replayed is None else self.replayed.state
+    launched: harness.LaunchedRun
 
 
 @dataclass
@@ -62,7 +53,7 @@ def _iteration(url: str) -> int:
         return -1
 
 
-def _start_wired(root: Path, objective: str, overrides: list[str], prometheus: harness.Prometheus, keep_running: bool) -> ObservedRun:
+def _start(root: Path, objective: str, overrides: list[str], prometheus: harness.Prometheus, keep_running: bool) -> ObservedRun:
     iterations = "trainer.iterations=1000" if keep_running else f"trainer.iterations={MIN_ITERATIONS + 1}"
     launched = harness.launch(root, objective, [*overrides, iterations])
 
@@ -73,7 +64,7 @@ def _start_wired(root: Path, objective: str, overrides: list[str], prometheus: h
     url, token = harness.wait_for(control, 240, f"the {objective} run's control plane")
     label = httpx.get(f"{url}/v1/history", params={"limit": 1}, timeout=10).json()["run"]
     prometheus.add_target(url)
-    run = ObservedRun(objective, label, url, token, launched, None)
+    run = ObservedRun(objective, label, url, token, launched)
     if keep_running:
         harness.wait_for(lambda: launched.check_alive() or _iteration(url) >= MIN_ITERATIONS - 1, 300, f"{MIN_ITERATIONS} iterations")
     else:
@@ -81,21 +72,11 @@ def _start_wired(root: Path, objective: str, overrides: list[str], prometheus: h
     return run
 
 
-def _start_replayed(root: Path, objective: str, overrides: list[str], prometheus: harness.Prometheus) -> ObservedRun:
-    launched = harness.launch(root, objective, [*overrides, f"trainer.iterations={MIN_ITERATIONS}", "control.enabled=false"])
-    assert launched.wait(300) == 0, launched.log_tail()
-    label = f"{objective}-replay"
-    replayed = harness.replay(launched.run_dir, label, REPLAY_PACE)
-    prometheus.add_target(replayed.url)
-    run = ObservedRun(objective, label, replayed.url, replayed.token, None, replayed)
-    harness.wait_for(replayed.done.is_set, 120, "the replay")
-    return run
-
-
-@pytest.fixture(scope="session")
+# Package scope: the mu_ppo run keeps training until teardown, and must not eat the CPU of the tests after these.
+@pytest.fixture(scope="package")
 def observed(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     """Prometheus (1 s scrapes) over real runs: an nm_ppo run first when that objective exists (it ends),
-    then a mu_ppo run that stays up (wired mode) for the live-page test. Yields once every run has
+    then a mu_ppo run that stays up for the live-page test. Yields once every run has
     MIN_ITERATIONS iterations scraped."""
     root = tmp_path_factory.mktemp("observed")
     prometheus = harness.Prometheus(root / "prometheus")
@@ -105,10 +86,7 @@ def observed(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ob
     try:
         for i, (objective, overrides) in enumerate(plan):
             last = i == len(plan) - 1
-            if CONTROL_PLANE_WIRED:
-                runs.append(_start_wired(root / "runs", objective, overrides, prometheus, keep_running=last))
-            else:
-                runs.append(_start_replayed(root / "runs", objective, overrides, prometheus))
+            runs.append(_start(root / "runs", objective, overrides, prometheus, keep_running=last))
         for run in runs:
             harness.wait_for(
                 # max_over_time: a run that already ended is stale now, but was scraped while it ran.
@@ -119,8 +97,5 @@ def observed(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ob
         yield Observed(prometheus, runs, started)
     finally:
         for run in runs:
-            if run.launched is not None:
-                run.launched.stop(run.url, run.token)
-            if run.replayed is not None:
-                run.replayed.stop()
+            run.launched.stop(run.url, run.token)
         prometheus.stop()

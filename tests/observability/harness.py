@@ -1,12 +1,7 @@
-"""Real runs, a real Prometheus and the control plane for the observability tests.
+"""Real runs and a real Prometheus for the observability tests.
 
-Two modes, switched by `CONTROL_PLANE_WIRED` in conftest.py:
-
-- wired (the coordinator serves RunTelemetry at /metrics, counts requests and includes the live router):
-  a real run (`services.launch.main`) keeps iterating; the tests talk to *its* control plane.
-- not wired yet: a real smoke run produces real records (metrics.jsonl); they are then committed, one per
-  `pace` seconds, into an in-process `CoordinatorState` + `RunTelemetry` behind `create_app` composed
-  exactly as the wiring instructions say (`compose_app`), served by the real uvicorn server on loopback.
+A real run (`services.launch.main`) keeps iterating in a thread of the test process; the tests talk to
+*its* control plane (the coordinator's uvicorn server) and point a real Prometheus at its `/metrics`.
 """
 
 from __future__ import annotations
@@ -19,19 +14,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
-from fastapi.responses import Response
-
-# Flip to True once the coordinator serves RunTelemetry (/metrics, request middleware, live router): the
-# slow tests then run against a real run's own control plane instead of a replay of its records, and
-# compose_app() is create_app() itself. tests/observability/test_wiring.py fails while this flag and
-# services.control.app disagree.
-CONTROL_PLANE_WIRED = True
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -127,110 +115,6 @@ def launch(run_root: Path, name: str, overrides: list[str]) -> LaunchedRun:
 
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
-# --- the control plane composed as the wiring instructions say (until the coordinator does it) ----------
-def telemetry_for(state, run_label: str):
-    """The telemetry a control plane over `state` serves: the state's own once wired, else a new one."""
-    from services.telemetry import RunTelemetry
-
-    if CONTROL_PLANE_WIRED:
-        return state.telemetry
-    return RunTelemetry(run_label, state.reward_names, objective=state.objective_config.name)
-
-
-def compose_app(state, token: str, telemetry):
-    """create_app + what the wiring adds: /metrics from the run's registry, request metrics, live router.
-    Once wired, create_app itself (and `telemetry` must be `state.telemetry`)."""
-    from services.control.app import create_app
-
-    if CONTROL_PLANE_WIRED:
-        assert telemetry is state.telemetry
-        return create_app(state, token)
-    from services.control.live_router import live_router
-    from services.control.metrics import RequestMetricsMiddleware
-    from services.telemetry import CONTENT_TYPE_LATEST
-
-    app = create_app(state, token)
-    app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/metrics"]
-
-    @app.get("/metrics", tags=["read"], response_class=Response)
-    def metrics() -> Response:
-        return Response(telemetry.render(), media_type=CONTENT_TYPE_LATEST)
-
-    app.add_middleware(RequestMetricsMiddleware, telemetry=telemetry)
-    app.include_router(live_router(telemetry))
-    return app
-
-
-@dataclass
-class ReplayedRun:
-    """Real records committed into an in-process CoordinatorState + RunTelemetry behind the real server."""
-
-    state: Any
-    telemetry: Any
-    server: Any
-    token: str
-    records: list[dict[str, Any]]
-    pace: float
-    changes: dict[int, list[tuple[str, float, str]]] = field(default_factory=dict)
-    thread: threading.Thread | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def start(self) -> None:
-        def replay() -> None:
-            for record in self.records:
-                k = int(record["iteration"])
-                for reward, threshold, who in self.changes.get(k, []):  # as they were made over REST
-                    self.state.update_constraint(reward, threshold=threshold, who=who)
-                handed = self.state.begin_iteration(k)
-                self.state.commit(k, {"objective_state": {a: b for a, b in handed.items() if a != "spec"}, "record": record})
-                self.telemetry.observe_record(record)
-                time.sleep(self.pace)
-            self.done.set()
-
-        self.thread = threading.Thread(target=replay, name="replay", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        if self.thread is not None:
-            self.thread.join(timeout=60)
-        self.server.stop()
-
-
-def replay(run_dir: Path, run_label: str, pace: float) -> ReplayedRun:
-    from services.config import RootConfig
-    from services.control.server import ControlServer
-    from services.coordination import CoordinatorState
-
-    config = RootConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    state = CoordinatorState(config)  # in memory: the real run's coordinator.pt stays as it was
-    telemetry = telemetry_for(state, run_label)
-    token = "replay-token-" + "x" * 24
-    server = ControlServer(compose_app(state, token, telemetry), "127.0.0.1", 0)
-    server.start()
-    run = ReplayedRun(state, telemetry, server, token, read_records(run_dir), pace, threshold_changes(run_dir))
-    run.start()
-    return run
-
-
-def threshold_changes(run_dir: Path) -> dict[int, list[tuple[str, float, str]]]:
-    """Threshold changes made over REST during the real run, by the iteration they applied from."""
-    from services.coordination import load_state
-
-    path = run_dir / "coordinator.pt"
-    changes: dict[int, list[tuple[str, float, str]]] = {}
-    if not path.exists():
-        return changes
-    for entry in load_state(path)["audit"]:
-        target = entry["target"]
-        if target.startswith("rewards.") and target.endswith(".threshold") and entry["who"] != "launch":
-            changes.setdefault(int(entry["applies_from"]), []).append((target.split(".")[1], float(entry["new"]), entry["who"]))
-    return changes
 
 
 # --- Prometheus -----------------------------------------------------------------------------------------

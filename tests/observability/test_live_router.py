@@ -14,13 +14,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.control.app import create_app
 from services.control.live_router import ASSETS, LIVE_DIR, SECURITY_HEADERS
 from services.control.server import ControlServer
 from services.coordination import CoordinatorState
 from services.overrides import build_config
 from services.telemetry import RunTelemetry
 
-from .harness import ROOT, compose_app, telemetry_for
+from .harness import ROOT
 
 RECORDS = [json.loads(line) for line in (ROOT / "tests" / "data" / "metrics_mu_ppo_smoke.jsonl").read_text().splitlines()]
 TOKEN = "t" * 32
@@ -37,16 +38,14 @@ class Plane:
 @pytest.fixture(scope="module")
 def plane() -> Iterator[Plane]:
     config = build_config(["preset=smoke", "objective=mu_ppo", "control.port=0"])
-    state = CoordinatorState(config)
-    telemetry = telemetry_for(state, "router-test")  # the state's own once the coordinator is wired
-    for record in RECORDS:
+    state = CoordinatorState(config, run_label="router-test")
+    for record in RECORDS:  # real records of a smoke run, committed as the learner would
         handed = state.begin_iteration(record["iteration"])
         state.commit(record["iteration"], {"objective_state": {k: v for k, v in handed.items() if k != "spec"}, "record": record})
-        telemetry.observe_record(record)
-    server = ControlServer(compose_app(state, TOKEN, telemetry), "127.0.0.1", 0)
+    server = ControlServer(create_app(state, TOKEN), "127.0.0.1", 0)
     server.start()
     with httpx.Client(base_url=server.url, timeout=10) as http:
-        yield Plane(server.url, state, telemetry, http)
+        yield Plane(server.url, state, state.telemetry, http)
     server.stop()
 
 

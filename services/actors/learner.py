@@ -6,7 +6,6 @@ It is also rank 0 of the NCCL weight sync on GPU clusters (`NcclWeightSenderMixi
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 

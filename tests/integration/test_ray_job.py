@@ -21,8 +21,9 @@ DASHBOARD = "http://127.0.0.1:8265"
 @pytest.fixture
 def head_node():
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix socket paths have a length limit
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     bin_dir = Path(sys.executable).parent
+    # As a user with the virtual environment activated: the job's `python` is the venv's, not the system's.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--port=6399",
          "--dashboard-host=127.0.0.1", "--dashboard-port=8265", "--num-cpus=4", "--disable-usage-stats",

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,16 +19,27 @@ pytestmark = pytest.mark.slow
 DASHBOARD = "http://127.0.0.1:8265"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def head_node():
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix socket paths have a length limit
     bin_dir = Path(sys.executable).parent
     # As a user with the virtual environment activated: the job's `python` is the venv's, not the system's.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    # The agent's ports default to fixed numbers (52365, …) that the test session's own Ray cluster
+    # (tests/conftest.py) already holds; a head node whose agent cannot bind them accepts no job
+    # ("No available agent to submit job").
+    agent_ports = [f"--{flag}={free_port()}" for flag in
+                   ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")]
     proc = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--port=6399",
          "--dashboard-host=127.0.0.1", "--dashboard-port=8265", "--num-cpus=4", "--disable-usage-stats",
-         f"--temp-dir={temp}"],
+         *agent_ports, f"--temp-dir={temp}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + 90
@@ -53,15 +65,15 @@ def submit(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
     """`ray job submit`, retried while the head node's job agent is still starting: the dashboard answers
     before its agent registers (Ray says "No available agent to submit job, please try again later")."""
     bin_dir = Path(sys.executable).parent
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240
     while True:
         result = subprocess.run(
             [str(bin_dir / "ray"), "job", "submit", "--address", DASHBOARD, "--", *command],
             env=env, capture_output=True, text=True, timeout=600,
         )
-        if "No available agent" not in result.stderr or time.monotonic() > deadline:
+        if "No available agent" not in result.stdout + result.stderr or time.monotonic() > deadline:
             return result
-        time.sleep(2)
+        time.sleep(3)
 
 
 def test_ray_job_submit_runs_the_smoke_preset(head_node, tmp_path):

@@ -218,13 +218,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from services.data import load_examples
     from services.driver import Driver
-    from services.launch import connect_ray
     from services.overrides import build_config
 
     config = build_config(["preset=smoke", "objective=mu_ppo", "control.port=0", "evaluation.every=0", "checkpoint.every=0",
                            "rollout.sampling.min_new_tokens=8", "rollout.sampling.max_new_tokens=8",
                            f"trainer.iterations={2 + 2 * args.pairs}", *args.overrides])
-    connect_ray(None, 4)
+    # A Ray instance of its own, like the other benches: joining whatever cluster runs on the machine could
+    # leave the run's actors waiting for that cluster's CPUs.
+    ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
     run_dir = Path(tempfile.mkdtemp(prefix="bench-control-"))
     driver = Driver(config, run_dir, load_examples(config.data, "train"))
     ctx = mp.get_context("spawn")

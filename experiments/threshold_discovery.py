@@ -30,10 +30,15 @@ COMPACT = [
 ]
 
 
+REUSE = False  # --reuse: read runs already in --out instead of training them again (e.g. after a cut-off)
+
+
 def launch(name: str, root: Path, overrides: list[str]) -> list[dict[str, Any]]:
     from services.launch import main
 
-    if main([*overrides, *COMPACT, f"run.root={root}", f"run.name={name}"]) != 0:
+    if REUSE and (root / name / "metrics.jsonl").exists():
+        print(f"reusing {root / name}")
+    elif main([*overrides, *COMPACT, f"run.root={root}", f"run.name={name}"]) != 0:
         raise SystemExit(f"{name} failed; see {root / name / 'train.log'}")
     return [json.loads(line) for line in (root / name / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
@@ -94,7 +99,10 @@ def main() -> None:
     parser.add_argument("--proxy-iterations", type=int, default=16)
     parser.add_argument("--nm-iterations", type=int, default=30)
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
+    parser.add_argument("--reuse", action="store_true", help="reuse runs already under --out/runs (no retraining)")
     args = parser.parse_args()
+    global REUSE
+    REUSE = args.reuse
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray

@@ -53,15 +53,17 @@ def _build_smollm2(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _build_tiny(out: Path) -> None:
+def build_tiny_llama(out: Path, num_attention_heads: int = 4) -> None:
+    """A random 2-layer Llama (hidden 64) with SmolLM2's tokenizer. 4 heads (head_dim 16) is the embedded
+    tiny-llama; 2 heads (head_dim 32) is the variant vLLM's CPU kernels can run (tests, bench)."""
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(SMOLLM2))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_attention_heads // 2,
         max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -85,7 +87,7 @@ def resolve_model_path(name_or_path: str) -> str:
     with FileLock(str(out) + ".lock"):
         if not (out / "config.json").exists():
             tmp = out.with_name(out.name + ".partial")
-            (_build_smollm2 if name_or_path == SMOLLM2 else _build_tiny)(tmp)
+            (_build_smollm2 if name_or_path == SMOLLM2 else build_tiny_llama)(tmp)
             tmp.rename(out)
     return str(out)
 

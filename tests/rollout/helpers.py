@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from services.config import RootConfig, SamplingConfig
-from services.models import SMOLLM2, load_causal_lm, resolve_model_path
+from services.models import load_causal_lm
 
 CHAT_QUESTIONS = [
     "Hi, how are you today?",
@@ -42,27 +42,10 @@ def build_tiny_vllm_model(out: Path) -> Path:
     vLLM's CPU attention kernels need head_dim ≥ 32, so the embedded tiny-llama cannot run on vLLM; this
     is the same size class (2 layers, hidden 64, SmolLM2 tokenizer, random init) for vLLM tests and bench.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    from services.models import build_tiny_llama
 
-    if (out / "config.json").exists():
-        return out
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(SMOLLM2))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    if not (out / "config.json").exists():
+        build_tiny_llama(out, num_attention_heads=2)
     return out
 
 

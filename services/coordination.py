@@ -104,7 +104,6 @@ class CoordinatorState(CoordinatorViews):
         self.last_record: dict[str, Any] = {}
         self.last_eval: dict[str, Any] | None = None
         self.commit_times: deque[float] = deque(maxlen=11)  # wall clock of recent commits, for iterations/s
-        self.nelder_mead: Any = None  # a NelderMead search when the objective runs one (nm_ppo)
         self.state_path = state_path
         self.started = time.time()
         self._lock = threading.Lock()  # serialises REST changes against the iteration protocol

@@ -105,7 +105,7 @@ class CoordinatorViews:
 
     def nelder_mead_view(self: "CoordinatorState") -> dict[str, Any]:
         with self._lock:
-            search = self.nelder_mead if self.nelder_mead is not None else getattr(self.objective, "nelder_mead", None)
+            search = getattr(self.objective, "nelder_mead", None)  # nm_ppo owns its search
             name = self.objective_config.name
             if search is None and hasattr(self.objective, "nelder_mead"):
                 raise ConflictError(f"the Nelder–Mead search of {name} starts at the first held-out evaluation (evaluation.every)")

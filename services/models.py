@@ -104,6 +104,20 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bfloat16 in hardware (emulated bf16 on other CPUs is slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def pick_autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
+    """The learner's autocast dtype for `trainer.mixed_precision`, or None for plain float32."""
+    if mixed_precision == "bf16" or (mixed_precision == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return None
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """Left padding (generation needs it); a pad token falls back to EOS."""
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))

@@ -44,6 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trainer.epochs": 2,
         "trainer.minibatch_size": 32,
         "trainer.learning_rate": 1e-4,
+        "trainer.mixed_precision": "no",  # float32 everywhere: tiny-model runs and tests are exact on any CPU
         "checkpoint.every": 0,
         "evaluation.max_examples": 16,
     },

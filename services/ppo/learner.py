@@ -4,6 +4,13 @@ The learner holds the policy, a frozen reference copy and a separate multi-head 
 initialised from the same checkpoint, with one AdamW optimiser over policy and value parameters (as
 RL4LMs does). What the rewards mean and how streams are mixed is the objective's business.
 
+Precision: the trained weights (policy, value) and the optimiser state are float32 whatever
+`model.dtype` says, because AdamW steps of lr ≈ 1e-6 are far below bfloat16's resolution (a weight of
+0.02 has a bf16 spacing of ~1e-4), so pure-bf16 training silently never moves. With
+`trainer.mixed_precision` resolving to bf16, forward and backward run under bfloat16 autocast (the
+frozen reference is stored in bf16); log-probs are taken in float32. Weights leave the learner in the
+rollout engines' dtype (`model.dtype`).
+
 Minibatches are sets of token transitions. With `minibatch_unit="token"` they mix tokens of different
 episodes, as RL4LMs does; each minibatch forwards only the sequences it touches and gathers the chosen
 positions, which gives the same gradient as RL4LMs' per-token forward passes at a fraction of the cost.
@@ -19,7 +26,7 @@ from typing import Any
 import torch
 
 from services.config import ModelConfig, TrainerConfig
-from services.models import ValueModel, load_causal_lm, load_value_model, pick_device, pick_dtype
+from services.models import ValueModel, load_causal_lm, load_value_model, pick_autocast_dtype, pick_device, pick_dtype
 from services.objectives.base import Objective, RolloutTensors
 from services.ppo.batch import SequenceBatch, collate, response_logprobs
 from services.ppo.gae import gae, reward_to_go
@@ -45,11 +52,13 @@ class PPOLearner:
         self.cfg = trainer
         self.pad_id = pad_id
         self.device = pick_device()
-        self.dtype = pick_dtype(model.dtype, self.device)
+        self.rollout_dtype = pick_dtype(model.dtype, self.device)  # what the rollout engines hold
+        self.autocast_dtype = pick_autocast_dtype(trainer.mixed_precision, self.device)
         torch.manual_seed(trainer.seed)
-        self.policy = load_causal_lm(model.name_or_path, self.dtype, self.device).eval()
-        self.reference = load_causal_lm(model.name_or_path, self.dtype, self.device).eval().requires_grad_(False)
-        self.value: ValueModel = load_value_model(model.name_or_path, num_streams, self.dtype, self.device).eval()
+        self.policy = load_causal_lm(model.name_or_path, torch.float32, self.device).eval()
+        reference_dtype = self.autocast_dtype or torch.float32
+        self.reference = load_causal_lm(model.name_or_path, reference_dtype, self.device).eval().requires_grad_(False)
+        self.value: ValueModel = load_value_model(model.name_or_path, num_streams, torch.float32, self.device).eval()
         self.optimizer = torch.optim.AdamW(
             list(self.policy.parameters()) + list(self.value.parameters()),
             lr=trainer.learning_rate,
@@ -58,15 +67,22 @@ class PPOLearner:
         self.generator = torch.Generator().manual_seed(trainer.seed)
 
     # --- forward passes ------------------------------------------------------------------------
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None)
+
     def _logprobs(
         self, model: torch.nn.Module, batch: SequenceBatch, rows: torch.Tensor, temperature: float = 1.0
     ) -> torch.Tensor:
+        """[R, T] float32 log-probs of the response tokens of `rows`."""
         width = batch.response_ids.shape[1]
-        logits = model(**batch.rows(rows, self.device), logits_to_keep=width).logits
-        return response_logprobs(logits / temperature, batch.response_ids[rows].to(self.device))
+        with self._autocast():
+            logits = model(**batch.rows(rows, self.device), logits_to_keep=width).logits
+        return response_logprobs(logits.float() / temperature, batch.response_ids[rows].to(self.device))
 
     def _values(self, batch: SequenceBatch, rows: torch.Tensor) -> torch.Tensor:
-        return self.value(**batch.rows(rows, self.device), keep=batch.response_ids.shape[1])
+        """[R, T, S] float32 values of the response positions of `rows`."""
+        with self._autocast():
+            return self.value(**batch.rows(rows, self.device), keep=batch.response_ids.shape[1]).float()
 
     @torch.no_grad()
     def _plan(
@@ -180,7 +196,8 @@ class PPOLearner:
 
     # --- weights and checkpoints ---------------------------------------------------------------
     def policy_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
+        """The policy's weights on the CPU, in the rollout engines' dtype."""
+        return {k: v.detach().to("cpu", dtype=self.rollout_dtype, copy=True) for k, v in self.policy.state_dict().items()}
 
     def save(self, directory: Path, tokenizer: Any) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -199,7 +216,7 @@ class PPOLearner:
     def load(self, directory: Path) -> None:
         from transformers import AutoModelForCausalLM
 
-        policy = AutoModelForCausalLM.from_pretrained(directory / "policy", dtype=self.dtype)
+        policy = AutoModelForCausalLM.from_pretrained(directory / "policy", dtype=torch.float32)
         self.policy.load_state_dict(policy.state_dict())
         state = torch.load(directory / "learner.pt", map_location=self.device, weights_only=False)
         self.value.load_state_dict(state["value"])

@@ -134,16 +134,18 @@ def free_endpoint() -> tuple[str, int]:
     return ray.util.get_node_ip_address(), port
 
 
-def broadcast_plan(module: torch.nn.Module) -> list[tuple[ParamMeta, torch.Tensor]]:
+def broadcast_plan(module: torch.nn.Module, dtype: torch.dtype | None = None) -> list[tuple[ParamMeta, torch.Tensor]]:
     """(metadata, tensor) in a fixed order, each storage once: tied weights (lm_head = embed_tokens)
-    travel once, and vLLM's `load_weights` re-ties them on the receiving side."""
+    travel once, and vLLM's `load_weights` re-ties them on the receiving side. `dtype`: the wire (and
+    engine) dtype, e.g. bf16 for a float32 master policy; the cast happens lazily, one tensor at a time."""
     seen: set[int] = set()
     plan = []
     for name, tensor in module.state_dict().items():
         if tensor.data_ptr() in seen:
             continue
         seen.add(tensor.data_ptr())
-        plan.append((ParamMeta(name, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape)), tensor))
+        wire = dtype or tensor.dtype
+        plan.append((ParamMeta(name, str(wire).removeprefix("torch."), tuple(tensor.shape)), tensor))
     return plan
 
 
@@ -164,6 +166,10 @@ class NcclWeightSenderMixin:
     def _sync_module(self) -> torch.nn.Module:
         return self.learner.policy  # type: ignore[attr-defined]
 
+    def _sync_dtype(self) -> torch.dtype | None:
+        """The engines' dtype (the learner's float32 master weights are cast on the way out)."""
+        return getattr(getattr(self, "learner", None), "rollout_dtype", None)
+
     def weight_sync_endpoint(self) -> tuple[str, int]:
         return free_endpoint()
 
@@ -174,15 +180,16 @@ class NcclWeightSenderMixin:
         self._nccl = stateless_nccl_group(address, port, 0, world_size, device)
 
     def weight_metadata(self) -> list[ParamMeta]:
-        return [meta for meta, _ in broadcast_plan(self._sync_module())]
+        return [meta for meta, _ in broadcast_plan(self._sync_module(), self._sync_dtype())]
 
     def weight_broadcast(self) -> float:
         if self._nccl is None:
             raise RuntimeError("weight_broadcast before weight_sync_init")
         start = time.perf_counter()
         stream = torch.cuda.current_stream()
-        for _, tensor in broadcast_plan(self._sync_module()):
-            self._nccl.broadcast(tensor.contiguous(), src=0, stream=stream)
+        dtype = self._sync_dtype()
+        for _, tensor in broadcast_plan(self._sync_module(), dtype):
+            self._nccl.broadcast(tensor.to(dtype or tensor.dtype).contiguous(), src=0, stream=stream)
         stream.synchronize()
         return time.perf_counter() - start
 

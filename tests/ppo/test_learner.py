@@ -21,6 +21,8 @@ def tokenizer():
 
 
 def make_learner(tokenizer, **trainer):
+    """float32 unless a test asks for mixed precision: the exactness checks below need it."""
+    trainer = {"mixed_precision": "no", **trainer}
     return PPOLearner(MODEL, TrainerConfig(**trainer), num_streams=1, pad_id=tokenizer.pad_token_id)
 
 
@@ -82,3 +84,38 @@ def test_checkpoint_round_trip_restores_policy_value_and_optimizer(tokenizer, tm
     for a, b in zip(learner.value.state_dict().values(), fresh.value.state_dict().values()):
         assert torch.equal(a, b)
     assert fresh.optimizer.state_dict()["state"].keys() == learner.optimizer.state_dict()["state"].keys()
+
+
+def test_bf16_mixed_precision_keeps_float32_master_weights_that_small_steps_still_move(tokenizer):
+    """The bug this guards against: a policy stored in bf16 ignores AdamW steps of lr=1e-6 entirely."""
+    learner = make_learner(tokenizer, mixed_precision="bf16", learning_rate=1e-6, epochs=1, minibatch_size=16)
+    assert all(p.dtype == torch.float32 for p in [*learner.policy.parameters(), *learner.value.parameters()])
+    assert next(learner.reference.parameters()).dtype == torch.bfloat16
+    before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    gen = rollout(learner, tokenizer)
+    stats = learner.train(gen.prompt_ids, gen.response_ids, torch.ones(len(CONTEXTS), 1), objective())
+    moved = [k for k, v in learner.policy.state_dict().items() if not torch.equal(v, before[k])]
+    assert len(moved) > len(before) // 2
+    # bf16 compute of the same weights on both sides of the ratio: its first minibatch is exactly on-policy
+    assert stats["approx_kl"] < 1e-3 and stats["kl"] == pytest.approx(0.0, abs=1e-2)
+
+
+def test_bf16_logprobs_stay_close_to_float32_and_weights_leave_in_the_rollout_dtype(tokenizer):
+    exact, mixed = make_learner(tokenizer), make_learner(tokenizer, mixed_precision="bf16")
+    gen = rollout(exact, tokenizer)
+    batch = collate(gen.prompt_ids, gen.response_ids, tokenizer.pad_token_id)
+    rows = torch.arange(batch.size)
+    gap = (exact._logprobs(exact.policy, batch, rows) - mixed._logprobs(mixed.policy, batch, rows)) * batch.response_mask
+    assert mixed._logprobs(mixed.policy, batch, rows).dtype == torch.float32
+    assert 0 < gap.abs().max() < 0.1
+    assert {v.dtype for v in mixed.policy_state().values()} == {torch.float32}  # model.dtype=auto is float32 on CPU
+    mixed.rollout_dtype = torch.bfloat16  # as on a GPU, where the engines hold bf16
+    assert {v.dtype for v in mixed.policy_state().values()} == {torch.bfloat16}
+
+
+def test_auto_mixed_precision_follows_native_bf16_support():
+    from services.models import native_bf16, pick_autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert pick_autocast_dtype("no", cpu) is None and pick_autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert pick_autocast_dtype("auto", cpu) is (torch.bfloat16 if native_bf16(cpu) else None)

@@ -20,11 +20,12 @@ from services.objectives.registry import objective_class
 
 # Settings each preset applies before the user's overrides.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The embedded default, sized for a 2-core CPU laptop (~10 minutes): fewer, shorter PPO passes and a
-    # larger learning rate than the paper, and whole-episode minibatches (half the forward passes).
+    # The embedded default, sized for a 2-core CPU laptop (~13 minutes, docs/RESULTS.md): fewer, shorter PPO
+    # passes and a larger learning rate than the paper, and whole-episode minibatches (half the forward passes).
     "default": {
         "rollout.batch_size": 16,
-        "trainer.iterations": 20,
+        "trainer.iterations": 16,
+        "evaluation.every": 4,
         "trainer.epochs": 2,
         "trainer.minibatch_unit": "sequence",
         "trainer.minibatch_size": 8,

@@ -72,7 +72,7 @@ def test_value_path_cannot_be_used_as_section():
 
 def test_default_preset_applies_to_fresh_runs_but_not_to_a_resumed_config():
     fresh = build_config([])
-    assert fresh.preset == "default" and fresh.trainer.iterations == 20
+    assert fresh.preset == "default" and fresh.trainer.iterations == 16
     paper = build_config(["preset=paper"])
     assert paper.trainer.iterations == 50 and paper.trainer.learning_rate == 1e-6
     saved = build_config(["trainer.iterations=4"]).model_dump(mode="json")

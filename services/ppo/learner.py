@@ -7,8 +7,9 @@ RL4LMs does). What the rewards mean and how streams are mixed is the objective's
 Precision: the trained weights (policy, value) and the optimiser state are float32 whatever
 `model.dtype` says, because AdamW steps of lr ≈ 1e-6 are far below bfloat16's resolution (a weight of
 0.02 has a bf16 spacing of ~1e-4), so pure-bf16 training silently never moves. With
-`trainer.mixed_precision` resolving to bf16, forward and backward run under bfloat16 autocast (the
-frozen reference is stored in bf16); log-probs are taken in float32. Weights leave the learner in the
+`trainer.mixed_precision` resolving to bf16, forward and backward run under bfloat16 autocast; the
+frozen reference is float32 too, so it goes through the policy's exact arithmetic (KL is 0 before the
+first update, not bf16 noise). Log-probs are taken in float32. Weights leave the learner in the
 rollout engines' dtype (`model.dtype`).
 
 Minibatches are sets of token transitions. With `minibatch_unit="token"` they mix tokens of different
@@ -56,13 +57,14 @@ class PPOLearner:
         self.autocast_dtype = pick_autocast_dtype(trainer.mixed_precision, self.device)
         torch.manual_seed(trainer.seed)
         self.policy = load_causal_lm(model.name_or_path, torch.float32, self.device).eval()
-        reference_dtype = self.autocast_dtype or torch.float32
-        self.reference = load_causal_lm(model.name_or_path, reference_dtype, self.device).eval().requires_grad_(False)
+        # Stored like the policy so both go through the same arithmetic: KL is exactly 0 before the first update.
+        self.reference = load_causal_lm(model.name_or_path, torch.float32, self.device).eval().requires_grad_(False)
         self.value: ValueModel = load_value_model(model.name_or_path, num_streams, torch.float32, self.device).eval()
         self.optimizer = torch.optim.AdamW(
             list(self.policy.parameters()) + list(self.value.parameters()),
             lr=trainer.learning_rate,
             weight_decay=trainer.weight_decay,
+            fused=self.device.type in ("cpu", "cuda"),  # one kernel per step: ~3× faster than foreach on CPU
         )
         self.generator = torch.Generator().manual_seed(trainer.seed)
 

@@ -98,12 +98,13 @@ def engine_options(config: RootConfig, model_path: str, dtype: torch.dtype, num_
     """
     from transformers import AutoConfig
 
-    from services.rollout.vllm import EngineOptions
+    from services.rollout.vllm import EngineOptions, platform_device
 
     rollout = config.rollout
     wanted = config.model.max_prompt_tokens + rollout.sampling.max_new_tokens
     context = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None) or wanted
     shard = num_sequences or math.ceil(rollout.batch_size / rollout.num_actors)
+    eager = rollout.enforce_eager if rollout.enforce_eager is not None else platform_device() == "cpu"
     return EngineOptions(
         dtype=dtype,
         max_model_len=min(wanted, context),
@@ -111,6 +112,7 @@ def engine_options(config: RootConfig, model_path: str, dtype: torch.dtype, num_
         seed=config.trainer.seed,
         gpu_memory_utilization=rollout.gpu_memory_utilization,
         tensor_parallel_size=rollout.tensor_parallel_size,
+        enforce_eager=eager,
         worker_extension_cls=nccl_extension_if_gpu(),
     )
 

@@ -89,15 +89,16 @@ def test_checkpoint_round_trip_restores_policy_value_and_optimizer(tokenizer, tm
 def test_bf16_mixed_precision_keeps_float32_master_weights_that_small_steps_still_move(tokenizer):
     """The bug this guards against: a policy stored in bf16 ignores AdamW steps of lr=1e-6 entirely."""
     learner = make_learner(tokenizer, mixed_precision="bf16", learning_rate=1e-6, epochs=1, minibatch_size=16)
-    assert all(p.dtype == torch.float32 for p in [*learner.policy.parameters(), *learner.value.parameters()])
-    assert next(learner.reference.parameters()).dtype == torch.bfloat16
+    models = [learner.policy, learner.value, learner.reference]
+    assert all(p.dtype == torch.float32 for m in models for p in m.parameters())
     before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
     gen = rollout(learner, tokenizer)
     stats = learner.train(gen.prompt_ids, gen.response_ids, torch.ones(len(CONTEXTS), 1), objective())
     moved = [k for k, v in learner.policy.state_dict().items() if not torch.equal(v, before[k])]
     assert len(moved) > len(before) // 2
     # bf16 compute of the same weights on both sides of the ratio: its first minibatch is exactly on-policy
-    assert stats["approx_kl"] < 1e-3 and stats["kl"] == pytest.approx(0.0, abs=1e-2)
+    assert stats["approx_kl"] < 1e-3
+    assert stats["kl"] == 0.0  # the reference runs the policy's exact bf16 arithmetic
 
 
 def test_bf16_logprobs_stay_close_to_float32_and_weights_leave_in_the_rollout_dtype(tokenizer):

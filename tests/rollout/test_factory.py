@@ -72,6 +72,9 @@ def test_engine_options_follow_the_run_config(smollm2_path):
     assert opts.max_model_len == 230  # prompt bound + response bound
     assert opts.max_num_seqs == 8  # ceil(30 / 4): one shard decodes as one batch
     assert opts.worker_extension_cls is None  # CPU: no NCCL receiver in the workers
+    assert opts.enforce_eager  # CPU: compiling costs more start-up than it saves in decoding
+    cfg.rollout.enforce_eager = False
+    assert not engine_options(cfg, smollm2_path, torch.float32).enforce_eager
 
 
 BROKEN_VLLM = 'raise ImportError("libcudart.so.12: cannot open shared object file")\n'

@@ -1,7 +1,7 @@
 """The learner's train phase alone (no Ray, no rollout): one PPO update on a fixed batch, per variant.
 
     python bench/learner_step.py                                    # default preset: float32 vs bf16 autocast
-    python bench/learner_step.py --variant "trainer.mixed_precision=no" --variant "trainer.epochs=1" --repeats 2
+    python bench/learner_step.py --variant "trainer.mixed_precision=fp32" --variant "trainer.epochs=1" --repeats 2
 
 Each variant builds a `PPOLearner` from the config the overrides give (default preset unless they say
 otherwise) and times `train()` on the same batch: real chatterbot prompts through the chat template,
@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-DEFAULT_VARIANTS = ["trainer.mixed_precision=no", "trainer.mixed_precision=bf16"]
+DEFAULT_VARIANTS = ["trainer.mixed_precision=fp32", "trainer.mixed_precision=bf16"]
 PARTS = ["total", "forward", "backward", "optimizer"]
 
 

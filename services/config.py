@@ -154,11 +154,11 @@ class TrainerConfig(Section):
     async_is_cap: float = Field(
         2.0, gt=0.0, description="Truncation c of the off-policy importance weight min(π_prox/π_behaviour, c) (async_rollout)."
     )
-    mixed_precision: Literal["auto", "no", "bf16"] = Field(
+    mixed_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="Learner compute precision. The trained weights and AdamW state are always float32 (a 1e-6 "
         "step is below bfloat16's resolution); 'bf16' runs forward/backward under bfloat16 autocast; 'auto' = bf16 "
-        "where the device computes bfloat16 natively (a bf16 GPU, a CPU with AVX512-BF16 or AMX), else 'no'.",
+        "where the device computes bfloat16 natively (a bf16 GPU, a CPU with AVX512-BF16 or AMX), else 'fp32'.",
     )
 
 

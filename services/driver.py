@@ -243,7 +243,13 @@ class Driver:
             # Queued on every rollout actor ahead of the weight sync below, so it samples with the weights
             # of version k while the learner trains on iteration k: one update stale when trained on.
             self._pending = self._submit_rollout(k + 1)
-        sync_seconds = self.weight_sync.sync(k + 1)
+        # time/sync runs from the end of the update to every engine holding the new weights, so it covers
+        # the learner's state copy and the object-store transfer, not only the engines' load.
+        loads = self.weight_sync.push(k + 1)
+        ray.wait([result], fetch_local=False)
+        start = time.perf_counter()
+        ray.get(loads)
+        sync_seconds = time.perf_counter() - start
         record = dict(ray.get(record_ref))
         record["time/sync"] = sync_seconds
         record.update(evaluation or {})

@@ -20,11 +20,11 @@ from services.objectives.registry import objective_class
 
 # Settings each preset applies before the user's overrides.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The embedded default, sized for a 2-core CPU laptop (~13 minutes, docs/RESULTS.md): fewer, shorter PPO
+    # The embedded default, sized for a 2-core CPU laptop (under 15 minutes, docs/RESULTS.md): fewer, shorter PPO
     # passes and a larger learning rate than the paper, and whole-episode minibatches (half the forward passes).
     "default": {
         "rollout.batch_size": 16,
-        "trainer.iterations": 16,
+        "trainer.iterations": 14,
         "evaluation.every": 4,
         "trainer.epochs": 2,
         "trainer.minibatch_unit": "sequence",
@@ -45,7 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trainer.epochs": 2,
         "trainer.minibatch_size": 32,
         "trainer.learning_rate": 1e-4,
-        "trainer.mixed_precision": "no",  # float32 everywhere: tiny-model runs and tests are exact on any CPU
+        "trainer.mixed_precision": "fp32",  # float32 everywhere: tiny-model runs and tests are exact on any CPU
         "checkpoint.every": 0,
         "evaluation.max_examples": 16,
     },

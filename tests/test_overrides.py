@@ -72,7 +72,7 @@ def test_value_path_cannot_be_used_as_section():
 
 def test_default_preset_applies_to_fresh_runs_but_not_to_a_resumed_config():
     fresh = build_config([])
-    assert fresh.preset == "default" and fresh.trainer.iterations == 16
+    assert fresh.preset == "default" and fresh.trainer.iterations == 14
     paper = build_config(["preset=paper"])
     assert paper.trainer.iterations == 50 and paper.trainer.learning_rate == 1e-6
     saved = build_config(["trainer.iterations=4"]).model_dump(mode="json")
@@ -94,3 +94,11 @@ def test_constrained_objectives_use_their_own_direction_unless_told_otherwise():
 def test_objective_that_needs_thresholds_names_the_reward_without_one():
     with pytest.raises(ConfigError, match=r"needs a threshold.*missing for: topic"):
         build_config(["objective=mu_ppo", "rewards.topic.threshold=null"])
+
+
+def test_precision_values_survive_the_command_line_parser():
+    """YAML would read `no` as false; the spellings are chosen so every value parses as itself."""
+    for value in ("auto", "fp32", "bf16"):
+        assert build_config([f"trainer.mixed_precision={value}"]).trainer.mixed_precision == value
+    assert build_config(["preset=smoke"]).trainer.mixed_precision == "fp32"
+    assert build_config(["rollout.enforce_eager=false"]).rollout.enforce_eager is False

@@ -22,7 +22,7 @@ def tokenizer():
 
 def make_learner(tokenizer, **trainer):
     """float32 unless a test asks for mixed precision: the exactness checks below need it."""
-    trainer = {"mixed_precision": "no", **trainer}
+    trainer = {"mixed_precision": "fp32", **trainer}
     return PPOLearner(MODEL, TrainerConfig(**trainer), num_streams=1, pad_id=tokenizer.pad_token_id)
 
 
@@ -118,5 +118,5 @@ def test_auto_mixed_precision_follows_native_bf16_support():
     from services.models import native_bf16, pick_autocast_dtype
 
     cpu = torch.device("cpu")
-    assert pick_autocast_dtype("no", cpu) is None and pick_autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert pick_autocast_dtype("fp32", cpu) is None and pick_autocast_dtype("bf16", cpu) is torch.bfloat16
     assert pick_autocast_dtype("auto", cpu) is (torch.bfloat16 if native_bf16(cpu) else None)

@@ -91,7 +91,7 @@ def _learner(tiny, **trainer):
     from services.ppo.learner import PPOLearner
 
     model, tokenizer = tiny
-    trainer = {"mixed_precision": "no", **trainer}  # float32: these checks compare against HF generation exactly
+    trainer = {"mixed_precision": "fp32", **trainer}  # float32: these checks compare against HF generation exactly
     return PPOLearner(model, TrainerConfig(**trainer), num_streams=1, pad_id=tokenizer.pad_token_id)
 
 

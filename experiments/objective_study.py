@@ -3,6 +3,7 @@ summary table (Markdown) of how well each objective kept its constraints.
 
     python experiments/objective_study.py --out docs/study --iterations 12
     python experiments/objective_study.py --out /tmp/s --objectives ppo fast_rl --extra preset=smoke
+    python experiments/objective_study.py --out docs/study --reuse       # re-plot and re-tabulate finished runs
 
 Table columns (over the last 20% of iterations, on the training batches' reward means):
 - xi_ppo: fraction of iterations within ±5% of each threshold;
@@ -47,7 +48,9 @@ def plot(objective: str, records: list[dict], path: Path) -> None:
     axes = fig.subplots(1, len(THRESHOLDS))
     its = [r["iteration"] for r in records]
     for ax, name in zip(axes, THRESHOLDS):
-        ax.plot(its, [r[f"reward/{name}"] for r in records], label=name)
+        values = [r[f"reward/{name}"] for r in records]
+        ax.plot(its, values, alpha=0.45, label=f"{name} (batch mean)")
+        ax.plot(its, moving_average(values, 3), label="3-iteration mean")
         thresholds = [r.get(f"threshold/{name}") for r in records]
         if all(t is not None for t in thresholds):
             ax.plot(its, thresholds, "--", color="grey", label="threshold")
@@ -57,6 +60,11 @@ def plot(objective: str, records: list[dict], path: Path) -> None:
     fig.suptitle(objective)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` points: batch means of 8 episodes are too noisy to read alone."""
+    return [statistics.mean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
 
 
 def tail(records: list[dict]) -> list[dict]:
@@ -78,6 +86,12 @@ def constraint_cell(objective: str, records: list[dict]) -> str:
     return "; ".join(cells)
 
 
+def learned_cell(record: dict) -> str:
+    """The objective's learned state at the last iteration: Lagrange multipliers, mixing weights, µ."""
+    learned = {k: v for k, v in record.items() if k.split("/")[0] in ("multiplier", "weight") or k == "mu"}
+    return ", ".join(f"{k} {v:.3g}" for k, v in sorted(learned.items())) or "—"
+
+
 def disparity(records: list[dict], lo: dict[str, float], hi: dict[str, float]) -> float:
     per_iteration = [
         statistics.pstdev([(r[f"reward/{n}"] - lo[n]) / ((hi[n] - lo[n]) or 1.0) for n in THRESHOLDS]) for r in tail(records)
@@ -91,28 +105,39 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--objectives", nargs="*", default=OBJECTIVES)
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
+    parser.add_argument("--reuse", action="store_true", help="reuse runs under OUT/runs that completed all iterations")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for objective in args.objectives:
-        results[objective] = run(objective, args.iterations, args.out / "runs", args.extra)
+        done = args.out / "runs" / objective / "metrics.jsonl"
+        if args.reuse and done.exists() and len(records := [json.loads(x) for x in done.read_text().splitlines()]) == args.iterations:
+            results[objective] = records
+        else:
+            if not ray.is_initialized():  # only when something has to run (--reuse may need none)
+                ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+            results[objective] = run(objective, args.iterations, args.out / "runs", args.extra)
         plot(objective, results[objective], args.out / f"{objective}.png")
-    ray.shutdown()
+    if ray.is_initialized():
+        ray.shutdown()
 
     every = [r for recs in results.values() for r in recs]
     lo = {n: min(r[f"reward/{n}"] for r in every) for n in THRESHOLDS}
     hi = {n: max(r[f"reward/{n}"] for r in every) for n in THRESHOLDS}
-    lines = ["| objective | first → last reward means | constraints (last 20%) | disparity (last 20%) | final KL |", "|---|---|---|---|---|"]
+    lines = [
+        "| objective | first → last-20% reward means | constraints (last 20%) | disparity (last 20%) | final KL | final multipliers / weights |",
+        "|---|---|---|---|---|---|",
+    ]
     for objective, recs in results.items():
         first, last = recs[0], recs[-1]
         means = ", ".join(f"{n} {first[f'reward/{n}']:.3f} → {statistics.mean(r[f'reward/{n}'] for r in tail(recs)):.3f}" for n in THRESHOLDS)
         lines.append(
-            f"| {objective} | {means} | {constraint_cell(objective, recs)} | {disparity(recs, lo, hi):.3f} | {last.get('kl', float('nan')):.4f} |"
+            f"| {objective} | {means} | {constraint_cell(objective, recs)} | {disparity(recs, lo, hi):.3f} | {last.get('kl', float('nan')):.4f} "
+            f"| {learned_cell(last)} |"
         )
     table = "\n".join(lines)
     (args.out / "table.md").write_text(table + "\n")

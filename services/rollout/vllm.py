@@ -77,18 +77,32 @@ def configure_environment() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+class _RotaryReloadNotice(logging.Filter):
+    """Drops vLLM's "RotaryEmbedding: Failed to load weights", logged at every weight reload: the rotary
+    cos/sin cache is computed, not a checkpoint weight, and vLLM puts it back itself (the reload tests
+    check the engine's log-probs against the learner's after every load)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "RotaryEmbedding: Failed to load weights"
+
+
+_ROTARY_RELOAD_NOTICE = _RotaryReloadNotice()  # one instance, so repeated imports add the filter once
+
+
 def import_vllm() -> ModuleType:
     """`import vllm` with a message that says how to install it when that fails."""
     if importlib.util.find_spec("vllm") is None:
         raise VLLMUnavailable(f"vLLM is not installed; {INSTALL_HINT}")
     configure_environment()
     try:
-        return importlib.import_module("vllm")
+        module = importlib.import_module("vllm")
     except Exception as err:  # a broken install raises anything from ImportError to RuntimeError
         raise VLLMUnavailable(
             f"vLLM is installed but `import vllm` fails ({type(err).__name__}: {err}). A CUDA torchvision "
             f"beside the CPU torch is the usual cause; {INSTALL_HINT}"
         ) from err
+    logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(_ROTARY_RELOAD_NOTICE)
+    return module
 
 
 def platform_device() -> str:

@@ -109,3 +109,23 @@ def test_cpu_kv_cache_is_sized_from_the_rollout_shape(tiny_vllm_path, smollm2_pa
     bf16 = EngineOptions(dtype=torch.bfloat16, max_model_len=276, max_num_seqs=16)
     assert kv_cache_bytes(smollm2_path, bf16) == kv_cache_bytes(smollm2_path, options) // 2
     assert kv_cache_bytes(tiny_vllm_path, options) == 64 << 20  # tiny: the 64 MiB floor
+
+
+def test_the_rotary_reload_notice_is_dropped_but_other_reload_warnings_are_kept():
+    """vLLM logs "RotaryEmbedding: Failed to load weights" at every weight load although nothing failed
+    (the rotary cache is computed; the load tests above check the engine after every load)."""
+    require_vllm()
+    import logging
+
+    from services.rollout.vllm import import_vllm
+
+    import_vllm()
+    import_vllm()  # idempotent: one filter however often vLLM is imported
+    logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    assert len(logger.filters) == 1
+
+    def record(message: str) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 0, message, (), None)
+
+    assert not logger.filter(record("RotaryEmbedding: Failed to load weights"))
+    assert logger.filter(record("QKVParallelLinear: Failed to load weights"))

@@ -83,7 +83,7 @@ class RolloutConfig(Section):
     enforce_eager: bool | None = Field(
         None,
         description="vLLM only: skip torch.compile and CUDA graphs. None = eager on CPU (compiling SmolLM2 there costs "
-        "~90 s per engine start for ~5% faster decoding), compiled on GPU.",
+        "64-100 s per engine start for 0-18% faster decoding), compiled on GPU.",
     )
 
 

@@ -94,6 +94,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
+    from phases import ratio_table  # bench/ is on sys.path when this runs as a script
     from services.overrides import build_config
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -103,12 +104,7 @@ def main() -> None:
     results = [measure(v, batch, args.repeats) for v in variants]
     print(f"\none PPO update on {len(batch[0])} episodes ({tokens} response tokens); median of {args.repeats} "
           "after a warm-up; seconds (ratio vs first variant)\n")
-    print("| variant | " + " | ".join(PARTS) + " |")
-    print("|---|" + "---|" * len(PARTS))
-    base = results[0]
-    for variant, result in zip(variants, results):
-        cells = [f"{result[p]:.1f} ({result[p] / base[p]:.2f}×)" if base[p] else f"{result[p]:.1f}" for p in PARTS]
-        print(f"| `{variant}` | " + " | ".join(cells) + " |")
+    print(ratio_table([f"`{v}`" for v in variants], results, PARTS, PARTS, digits=1))
 
 
 if __name__ == "__main__":

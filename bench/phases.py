@@ -65,12 +65,19 @@ def main() -> None:
     ray.shutdown()
     cols = [*PHASES, "tokens/s", "tokens/iter"]
     print(f"\nmedian over iterations 2..{args.iterations} (seconds unless stated; ratio vs first variant)\n")
-    print("| variant | " + " | ".join(c.removeprefix("time/") for c in cols) + " |")
-    print("|---|" + "---|" * len(cols))
+    print(ratio_table([f"`{v}`" for v in variants], results, cols, [c.removeprefix("time/") for c in cols]))
+
+
+def ratio_table(
+    variants: list[str], results: list[dict[str, float]], cols: list[str], headers: list[str], digits: int = 2
+) -> str:
+    """Markdown table: one row per variant, each cell 'value (ratio vs the first variant×)'."""
     base = results[0]
-    for v, r in zip(variants, results):
-        cells = [f"{r[c]:.2f} ({r[c] / base[c]:.2f}×)" if base[c] else f"{r[c]:.2f}" for c in cols]
-        print(f"| `{v}` | " + " | ".join(cells) + " |")
+    lines = ["| variant | " + " | ".join(headers) + " |", "|---|" + "---|" * len(cols)]
+    for variant, result in zip(variants, results):
+        cells = [f"{result[c]:.{digits}f} ({result[c] / base[c]:.2f}×)" if base[c] else f"{result[c]:.{digits}f}" for c in cols]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

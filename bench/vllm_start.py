@@ -77,13 +77,12 @@ def main() -> None:
             "compiled, empty compile cache": run_variant(False, cold),
             "compiled, warm compile cache": run_variant(False, cold),
         }
+    from phases import ratio_table  # bench/ is on sys.path when this runs as a script
+
     cols = ["start", "gen16_first", "gen16", "gen64_first", "gen64"]
-    base = results["eager"]
+    headers = ["engine start", "16 prompts, first", "16 prompts", "64 prompts, first", "64 prompts"]
     print("\nseconds (ratio vs eager)\n")
-    print("| variant | engine start | 16 prompts, first | 16 prompts | 64 prompts, first | 64 prompts |")
-    print("|---|" + "---|" * len(cols))
-    for name, r in results.items():
-        print(f"| {name} | " + " | ".join(f"{r[c]:.1f} ({r[c] / base[c]:.2f}×)" for c in cols) + " |")
+    print(ratio_table(list(results), list(results.values()), cols, headers, digits=1))
 
 
 if __name__ == "__main__":

@@ -216,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import ray
 
-    from services.data import load_examples
+    from services.data.dialogues import load_examples
     from services.driver import Driver
-    from services.overrides import build_config
+    from services.config.overrides import build_config
 
     config = build_config(["preset=smoke", "objective=mu_ppo", "control.port=0", "evaluation.every=0", "checkpoint.every=0",
                            "rollout.sampling.min_new_tokens=8", "rollout.sampling.max_new_tokens=8",

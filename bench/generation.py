@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _model_path(name: str, scratch: Path) -> str:
     sys.path.insert(0, str(ROOT))
-    from services.models import SMOLLM2, resolve_model_path
+    from services.models.loading import SMOLLM2, resolve_model_path
 
     if name == "smollm2":
         return resolve_model_path(SMOLLM2)
@@ -48,8 +48,8 @@ def _worker(conn: Any, backend: str, path: str, dtype_name: str, batch: int, new
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from services.config import SamplingConfig
-    from services.models import load_causal_lm, load_tokenizer
+    from services.config.schema import SamplingConfig
+    from services.models.loading import load_causal_lm, load_tokenizer
 
     dtype = getattr(torch, dtype_name)
     start = time.perf_counter()
@@ -140,8 +140,8 @@ def bench_sync_ray(path: str, args: argparse.Namespace) -> dict[str, float]:
     import torch
 
     from services.actors.rollout import RolloutActor
-    from services.config import RootConfig
-    from services.models import load_causal_lm
+    from services.config.schema import RootConfig
+    from services.models.loading import load_causal_lm
 
     config = RootConfig()
     config.model.name_or_path = path
@@ -174,7 +174,7 @@ def bench_overlap(path: str, args: argparse.Namespace) -> dict[str, float] | str
     """
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
-    from services.config import TrainerConfig
+    from services.config.schema import TrainerConfig
 
     if "async_rollout" not in TrainerConfig.model_fields:
         return "trainer.async_rollout is not in this checkout's config schema yet"

@@ -28,8 +28,8 @@ def rollout_batch(config: Any) -> tuple[list[list[int]], list[list[int]]]:
     """A batch of the configured size from the real dataset, sampled by the model in float32 with HF."""
     import torch
 
-    from services.data import load_examples
-    from services.models import load_causal_lm, load_tokenizer
+    from services.data.dialogues import load_examples
+    from services.models.loading import load_causal_lm, load_tokenizer
     from services.rollout.hf import HFBackend
     from services.rollout.prompts import encode_prompts
 
@@ -55,9 +55,9 @@ def timed(totals: dict[str, float], part: str, fn: Callable) -> Callable:
 def measure(overrides: str, batch: tuple[list[list[int]], list[list[int]]], repeats: int) -> dict[str, float]:
     import torch
 
-    from services.models import load_tokenizer
+    from services.models.loading import load_tokenizer
     from services.objectives.registry import build_objective
-    from services.overrides import build_config
+    from services.config.overrides import build_config
     from services.ppo.learner import PPOLearner
 
     config = build_config(overrides.split())
@@ -95,7 +95,7 @@ def main() -> None:
     import torch
 
     from phases import ratio_table  # bench/ is on sys.path when this runs as a script
-    from services.overrides import build_config
+    from services.config.overrides import build_config
 
     torch.set_num_threads(os.cpu_count() or 1)
     variants = args.variant or DEFAULT_VARIANTS

@@ -31,9 +31,9 @@ def child(eager: bool) -> None:
 
     import torch
 
-    from services.data import load_examples
-    from services.models import SMOLLM2, load_tokenizer, resolve_model_path
-    from services.overrides import build_config
+    from services.data.dialogues import load_examples
+    from services.models.loading import SMOLLM2, load_tokenizer, resolve_model_path
+    from services.config.overrides import build_config
     from services.rollout.factory import engine_options
     from services.rollout.prompts import encode_prompts
     from services.rollout.vllm import VLLMBackend

@@ -1,7 +1,7 @@
 """Both ways of finding thresholds (docs/THRESHOLDS.md) on the embedded task, with real runs:
 
 1. proxy points: one PPO run per reward (the other reward's weight 0, still scored), evaluated often;
-   `services.proxy_points` fits the eval_score surface and writes θ*, a contour plot and an override file;
+   `services.thresholds.proxy_points` fits the eval_score surface and writes θ*, a contour plot and an override file;
 2. NM-PPO: one `nm_ppo` run; its trajectory (the thresholds it trained on, window by window) is drawn over
    the proxy contour, and threshold/eval_score against iteration in a second plot.
 
@@ -107,9 +107,9 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from services.proxy_fit import fit_proxy_points, plot_contour
-    from services.proxy_points import main as proxy_points_main
-    from services.proxy_points import points_from_runs
+    from services.thresholds.proxy_fit import fit_proxy_points, plot_contour
+    from services.thresholds.proxy_points import main as proxy_points_main
+    from services.thresholds.proxy_points import points_from_runs
 
     out, root = args.out, args.out / "runs"
     out.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,9 @@ import logging
 import os
 import time
 
-from services.models import EMBEDDED, resolve_model_path
+from services.models.loading import EMBEDDED, resolve_model_path
 from services.rewards.build_classifier import ensure_topic_classifier
-from services.rewards.classifier import default_classifier_dir
+from services.rewards.topic_head import default_classifier_dir
 from services.rewards.wordnet import ensure_wordnet
 
 log = logging.getLogger("crlhf.assets")

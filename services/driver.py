@@ -31,8 +31,8 @@ from services.actors.coordinator import Coordinator
 from services.actors.learner import LearnerActor
 from services.actors.reward import RewardActor
 from services.actors.rollout import RolloutActor
-from services.config import RootConfig
-from services.data import DialogueExample, PromptSampler
+from services.config.schema import RootConfig
+from services.data.dialogues import DialogueExample, PromptSampler
 from services.evaluation.run_eval import evaluation_record
 from services.rollout.placement import rollout_placement
 from services.rollout.weight_sync import make_weight_sync
@@ -142,7 +142,7 @@ class Driver:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         ray.get(self.learner.save.remote(str(partial)))
-        from services.coordination import save_atomic
+        from services.coordinator.store import save_atomic
 
         save_atomic(ray.get(self.coordinator.state_dict.remote()), partial / "coordinator.pt")
         (partial / "driver.json").write_text(json.dumps({"iteration": iteration, "sampler": self.sampler.state_dict()}))
@@ -162,7 +162,7 @@ class Driver:
             return
         directory = self.checkpoints / latest.read_text().strip()
         meta = json.loads((directory / "driver.json").read_text())
-        from services.coordination import load_state
+        from services.coordinator.store import load_state
 
         if self.metrics_path.exists():  # drop records of iterations after the checkpoint
             kept = [line for line in self.metrics_path.read_text().splitlines() if json.loads(line)["iteration"] <= meta["iteration"]]

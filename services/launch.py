@@ -6,7 +6,7 @@
     python -m services.launch @overrides.txt trainer.iterations=50   # overrides from a file, then more
 
 @FILE reads overrides from FILE, one per line, in place of the argument (so later arguments win); blank
-lines and # comments (a whole line, or after whitespace) are ignored. `python -m services.proxy_points
+lines and # comments (a whole line, or after whitespace) are ignored. `python -m services.thresholds.proxy_points
 --out FILE` writes such a file.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from services.overrides import ConfigError, build_config, split_override
+from services.config.overrides import ConfigError, build_config, split_override
 
 log = logging.getLogger("crlhf")
 
@@ -72,7 +72,7 @@ def resolve_run(overrides: list[str]) -> tuple[Path | None, dict | None]:
 
 
 def print_config(config) -> None:
-    from services.config_doc import render_config
+    from services.config.doc import render_config
 
     print(render_config(config))
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print_config(config)
         return 0
 
-    from services.data import DataError, load_examples
+    from services.data.dialogues import DataError, load_examples
     from ray.exceptions import RayError
 
     from services.driver import Driver, RunError, reward_groups, root_cause, write_config

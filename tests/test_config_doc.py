@@ -1,5 +1,5 @@
-from services.config_doc import render_config
-from services.overrides import build_config
+from services.config.doc import render_config
+from services.config.overrides import build_config
 
 
 def test_rendered_tree_lists_every_section_with_help_and_changed_defaults():

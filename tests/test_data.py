@@ -4,8 +4,8 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from services.config import DataConfig
-from services.data import DataError, DialogueExample, PromptSampler, load_examples
+from services.config.schema import DataConfig
+from services.data.dialogues import DataError, DialogueExample, PromptSampler, load_examples
 
 
 def test_chatterbot_loads_labelled_examples():

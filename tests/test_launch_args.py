@@ -1,4 +1,4 @@
-"""`python -m services.launch @FILE`: overrides read from a file (e.g. the one services.proxy_points writes)."""
+"""`python -m services.launch @FILE`: overrides read from a file (e.g. the one services.thresholds.proxy_points writes)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from services.launch import expand_argument_files, main
-from services.overrides import ConfigError, build_config
+from services.config.overrides import ConfigError, build_config
 
 OVERRIDES = """\
-# proxy point from services.proxy_points
+# proxy point from services.thresholds.proxy_points
 objective=xi_ppo
 
 rewards.meteor.threshold=0.2312   # trailing comment

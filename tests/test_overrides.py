@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.overrides import ConfigError, build_config
+from services.config.overrides import ConfigError, build_config
 
 
 def test_dotted_overrides_parse_as_yaml_scalars():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.proxy_fit import ProxyFitConfig, fit_proxy_points, plot_contour
+from services.thresholds.proxy_fit import ProxyFitConfig, fit_proxy_points, plot_contour
 
 TRUE_THETA = np.array([0.23, 0.48])  # (METEOR, intent) proxy point of the synthetic surface
 

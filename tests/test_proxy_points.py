@@ -1,4 +1,4 @@
-"""`python -m services.proxy_points`: run directories → surface fit → θ*, contour PNG and a launchable override file."""
+"""`python -m services.thresholds.proxy_points`: run directories → surface fit → θ*, contour PNG and a launchable override file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from services.launch import expand_argument_files
-from services.overrides import build_config
-from services.proxy_points import main, points_from_runs, read_points_csv
+from services.config.overrides import build_config
+from services.thresholds.proxy_points import main, points_from_runs, read_points_csv
 
 TRUE_THETA = np.array([0.23, 0.48])  # (meteor, topic) maximiser of the synthetic eval surface
 

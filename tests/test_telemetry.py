@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.telemetry import ACTOR_KINDS, PHASES, RunTelemetry
+from services.coordinator.telemetry import ACTOR_KINDS, PHASES, RunTelemetry
 
 RECORDS = [json.loads(line) for line in (Path(__file__).parent / "data" / "metrics_mu_ppo_smoke.jsonl").read_text().splitlines()]
 REWARDS = ["meteor", "topic"]

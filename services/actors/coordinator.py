@@ -1,4 +1,4 @@
-"""Coordinator actor: the single owner of objective state between iterations (see services.coordination),
+"""Coordinator actor: the single owner of objective state between iterations (see services.coordinator.state),
 and the host of the REST control plane (services.control), served from a thread of this actor's process.
 
 The FastAPI handlers call the same `CoordinatorState` as the driver's Ray calls; its lock serialises them.
@@ -17,8 +17,11 @@ from typing import Any
 import ray
 
 from services.actors.common import quiet_process
-from services.config import RootConfig
-from services.coordination import CoordinatorState, load_state
+from services.config.schema import RootConfig
+from services.coordinator import changes, protocol, views
+from services.coordinator.state import CoordinatorState
+from services.coordinator.store import load_state
+from services.objectives.spec import Handout
 
 
 def _log_to_stderr() -> None:
@@ -40,7 +43,7 @@ class Coordinator:
         self.state_path = self.run_dir / "coordinator.pt"
         self.state = CoordinatorState(config, self.state_path)
         if self.state_path.exists():  # actor restart: continue exactly where the last commit left off
-            self.state.load_state_dict(load_state(self.state_path))
+            protocol.restore(self.state, load_state(self.state_path))
             self._seed_history()
             if ray.get_runtime_context().was_current_actor_reconstructed:
                 self.state.telemetry.actor_restarted("coordinator")
@@ -52,15 +55,15 @@ class Coordinator:
             self.control = start_control_plane(self.state, config.control, self.run_dir, advertise)
 
     # --- iteration protocol --------------------------------------------------------------------
-    def begin_iteration(self, iteration: int) -> dict[str, Any]:
-        return self.state.begin_iteration(iteration)
+    def begin_iteration(self, iteration: int) -> Handout:
+        return protocol.begin_iteration(self.state, iteration)
 
     def commit(self, iteration: int, result: dict[str, Any]) -> dict[str, Any]:
-        return self.state.commit(iteration, result)
+        return protocol.commit(self.state, iteration, result)
 
     def observe(self, record: dict[str, Any]) -> None:
-        """The driver's completed record of a committed iteration: metrics only (see CoordinatorState.observe)."""
-        self.state.observe(record)
+        """The driver's completed record of a committed iteration: metrics only (see protocol.observe)."""
+        protocol.observe(self.state, record)
 
     def actor_restarted(self, kind: str) -> None:
         """The driver restarted an actor of `kind`: counted in crlhf_actor_restarts_total."""
@@ -68,25 +71,26 @@ class Coordinator:
 
     def record_evaluation(self, iteration: int, evaluation: dict[str, Any]) -> None:
         """Shown as the status's last_eval; call after each held-out evaluation."""
-        self.state.record_evaluation(iteration, evaluation)
+        protocol.record_evaluation(self.state, iteration, evaluation)
 
     # --- run controls (polled by the driver at every iteration boundary) ---------------------------
     def poll_controls(self) -> dict[str, bool]:
         """{"paused": bool, "stop": bool, "checkpoint": bool}."""
-        return self.state.poll_controls()
+        return changes.poll_controls(self.state)
 
     def ack_checkpoint(self, path: str) -> None:
-        self.state.ack_checkpoint(path)
+        changes.ack_checkpoint(self.state, path)
 
     def mark_stopped(self) -> None:
-        self.state.mark_stopped()
+        changes.mark_stopped(self.state)
 
     # --- changes (also reachable over REST) ----------------------------------------------------------
     def set_threshold(self, reward: str, value: float, who: str = "api") -> dict[str, Any]:
-        return vars(self.state.set_threshold(reward, value, who))
+        return vars(changes.set_threshold(self.state, reward, value, who))
 
     def status(self) -> dict[str, Any]:
-        return self.state.status()
+        with self.state.lock:
+            return views.status(self.state)
 
     def pid(self) -> int:
         """This actor's process id (benchmarks read its CPU time)."""
@@ -103,8 +107,8 @@ class Coordinator:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from a checkpoint: adopt its state; the previous session's pause/stop/checkpoint requests
         do not carry over (a restarted actor, by contrast, reloads coordinator.pt with them in __init__)."""
-        self.state.load_state_dict(state)
-        self.state.new_session()
+        protocol.restore(self.state, state)
+        changes.new_session(self.state)
         self._seed_history()
 
     def _seed_history(self) -> None:

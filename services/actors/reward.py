@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import ray
 
 from services.actors.common import quiet_process
-from services.config import RewardConfig
+from services.rewards.config import RewardConfig
 from services.rewards.base import ScoringBatch
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ import ray
 import torch
 
 from services.actors.common import quiet_process
-from services.config import RootConfig, SamplingConfig
-from services.data import DialogueExample
+from services.config.schema import RootConfig, SamplingConfig
+from services.data.dialogues import DialogueExample
 from services.rollout.base import Generation
 
 
@@ -34,7 +34,7 @@ class RolloutShard:
 class RolloutActor:
     def __init__(self, config: RootConfig, rank: int) -> None:
         quiet_process()
-        from services.models import load_tokenizer, resolve_model_path
+        from services.models.loading import load_tokenizer, resolve_model_path
         from services.rollout.factory import build_backend
 
         self.config = config

@@ -4,8 +4,10 @@ Reads are open; changes need the bearer token. Every change is queued in the sta
 applies from the next iteration boundary, which the response names (`applies_from`). Errors are
 `{"detail": "..."}` naming the problem; a stack trace never reaches a client.
 
-Reads are `async def` and run on the event loop: they only take the state's lock briefly (disk writes happen
-outside it), and skipping the thread-pool hand-off keeps their latency low on a CPU-starved training node.
+Reads are `async def` and run on the event loop: they return the bytes of the snapshot the coordinator
+publishes once per change (`services/coordinator/views.py`), with an ETag for conditional polling, so a read
+costs neither the lock nor a serialisation; skipping the thread-pool hand-off keeps their latency low on a
+CPU-starved training node.
 Changes are plain `def`, run in FastAPI's thread pool, because they wait for their write to reach the disk.
 Every request is counted and timed (`services/control/metrics.py`), and every response carries
 `Server-Timing: app;dur=<ms>`, to tell server time from network and client time.
@@ -13,6 +15,7 @@ Every request is counted and timed (`services/control/metrics.py`), and every re
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -26,8 +29,11 @@ from services.control import schemas
 from services.control.auth import bearer_guard
 from services.control.live_router import live_router
 from services.control.metrics import RequestMetricsMiddleware
-from services.coordination import ChangeError, CoordinatorState
-from services.telemetry import CONTENT_TYPE_LATEST
+from services.config.names import unknown_name_message
+from services.coordinator import changes, views
+from services.coordinator.errors import ChangeError, NotFoundError
+from services.coordinator.state import CoordinatorState
+from services.coordinator.telemetry import CONTENT_TYPE_LATEST
 
 log = logging.getLogger("crlhf.control")
 
@@ -83,39 +89,63 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": f"internal error ({type(err).__name__}); see the coordinator log"}, status_code=500)
 
 
+def _json(body: bytes, etag: str, request: Request) -> Response:
+    """A pre-serialised view; 304 when the client already holds this revision (If-None-Match)."""
+    headers = {"etag": etag, "cache-control": "no-cache"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _view(snapshot: views.Published, key: str, request: Request) -> Response:
+    body = snapshot.bodies[key]
+    if isinstance(body, ChangeError):
+        raise body
+    return _json(body, snapshot.etag, request)
+
+
 def _reads(state: CoordinatorState) -> APIRouter:
+    """Reads serve the snapshot `views.published` renders once per state revision (no lock, no validation
+    per request); the response models document the bodies, which the views produce in exactly that shape."""
     r = APIRouter(prefix="/v1", tags=["read"])
 
     @r.get("/health", response_model=schemas.Health)
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "iteration": state.last_committed}
+    async def health(request: Request) -> Response:
+        return _view(views.published(state), "health", request)
 
     @r.get("/status", response_model=schemas.Status)
-    async def status() -> dict[str, Any]:
-        return state.status()
+    async def status() -> Response:
+        # not conditional: uptime_seconds moves with the clock
+        return Response(views.published(state).status_body(), media_type="application/json")
 
     @r.get("/constraints", response_model=list[schemas.Constraint])
-    async def constraints() -> list[dict[str, Any]]:
-        return state.constraints()
+    async def constraints(request: Request) -> Response:
+        return _view(views.published(state), "constraints", request)
 
     @r.get("/constraints/{name}", response_model=schemas.Constraint, responses={404: ERRORS[404], 422: ERRORS[422]})
-    async def constraint(name: str = Path(description="Reward name.")) -> dict[str, Any]:
-        return state.constraint(name)
+    async def constraint(request: Request, name: str = Path(description="Reward name.")) -> Response:
+        snapshot = views.published(state)
+        body = snapshot.constraint_bodies.get(name)
+        if body is None:
+            raise NotFoundError(unknown_name_message("reward", name, list(snapshot.constraint_bodies)))
+        return _json(body, snapshot.etag, request)
 
     @r.get("/objective", response_model=schemas.ObjectiveView)
-    async def objective() -> dict[str, Any]:
-        return state.objective_view()
+    async def objective(request: Request) -> Response:
+        return _view(views.published(state), "objective", request)
 
     @r.get("/nelder-mead", response_model=schemas.NelderMeadView, responses={404: ERRORS[404], 409: ERRORS[409]})
-    async def nelder_mead() -> dict[str, Any]:
-        return state.nelder_mead_view()
+    async def nelder_mead(request: Request) -> Response:
+        return _view(views.published(state), "nelder_mead", request)
 
     @r.get("/audit", response_model=list[schemas.AuditEntry], responses={422: ERRORS[422]})
     async def audit(
         since: int = Query(0, ge=0, le=2**62, description="First sequence number to return."),
         limit: int | None = Query(None, ge=0, le=100_000, description="At most this many (the latest ones)."),
-    ) -> list[dict[str, Any]]:
-        return state.audit_view(since, limit)
+    ) -> Response:
+        with state.lock:
+            entries = views.audit(state, since, limit)
+        return Response(json.dumps(entries, separators=(",", ":")), media_type="application/json")
 
     return r
 
@@ -126,8 +156,10 @@ def _writes(state: CoordinatorState, token: str) -> APIRouter:
 
     @r.put("/constraints/{name}", status_code=202, response_model=schemas.ConstraintChange, responses=errors)
     def update_constraint(request: Request, body: schemas.ConstraintUpdate, name: str = Path(description="Reward name.")) -> dict[str, Any]:
-        changes = state.update_constraint(name, body.threshold, body.direction, who=who(request))
-        return {"applies_from": changes[0].applies_from, "changes": [vars(c) for c in changes], "constraint": state.constraint(name)}
+        done = changes.update_constraint(state, name, body.threshold, body.direction, who=who(request))
+        with state.lock:
+            view = views.constraint(state, name)
+        return {"applies_from": done[0].applies_from, "changes": [vars(c) for c in done], "constraint": view}
 
     @r.patch("/objective", status_code=202, response_model=schemas.ObjectiveChange, responses=errors)
     def patch_objective(
@@ -137,12 +169,14 @@ def _writes(state: CoordinatorState, token: str) -> APIRouter:
             examples=[{"multiplier_lr": 0.05}],
         ),
     ) -> dict[str, Any]:
-        changes = state.patch_objective(values, who=who(request))
-        return {"applies_from": changes[0].applies_from, "changes": [vars(c) for c in changes], "objective": state.objective_view()}
+        done = changes.patch_objective(state, values, who=who(request))
+        with state.lock:
+            view = views.objective(state)
+        return {"applies_from": done[0].applies_from, "changes": [vars(c) for c in done], "objective": view}
 
     def control(action: str):
         def handler(request: Request) -> dict[str, Any]:
-            change, controls = state.request(action, who=who(request))
+            change, controls = changes.request(state, action, who=who(request))
             applies = change.applies_from if change is not None else state.next_iteration()
             return {"action": action, "changed": change is not None, "applies_from": applies, "controls": controls}
 
@@ -179,7 +213,7 @@ def create_app(state: CoordinatorState, token: str) -> FastAPI:
 
     @app.get("/metrics", tags=["read"], response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     async def metrics() -> Response:
-        """The run's Prometheus metrics (services/telemetry.py), in the text exposition format."""
+        """The run's Prometheus metrics (services/coordinator/telemetry.py), in the text exposition format."""
         return Response(state.telemetry.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(RequestMetricsMiddleware, telemetry=state.telemetry)  # also adds Server-Timing

@@ -25,7 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.control.schemas import ErrorBody
-from services.telemetry import RunTelemetry
+from services.coordinator.telemetry import RunTelemetry
 
 LIVE_DIR = Path(__file__).with_name("live")
 # Served path (below /live/) -> (file below LIVE_DIR, media type). Nothing else is served.

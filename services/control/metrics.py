@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.telemetry import RunTelemetry
+from services.coordinator.telemetry import RunTelemetry
 
 UNMATCHED = "unmatched"
 

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Direction = Literal["ge", "le", "eq"]
+from services.rewards.config import Direction  # the owner's rule: one definition of a constraint direction
+
 RunState = Literal["running", "paused", "stopping", "stopped"]
 
 
@@ -111,6 +112,7 @@ class ObjectiveView(Response):
     name: str
     hyperparameters: dict[str, Any] = Field(description="Values in effect for the current/next iteration (before pending).")
     pending: dict[str, Any] = Field(description="Queued values, applied at the next iteration boundary.")
+    version: int = Field(description="Version of the objective's spec: grows by one whenever a hyperparameter or direction change takes effect.")
     applies_from: int | None
     frozen: dict[str, str] = Field(description="Hyperparameters that cannot change mid-run, with the reason.")
     descriptions: dict[str, str]

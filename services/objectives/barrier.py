@@ -31,16 +31,16 @@ effect at once.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from services.objectives.base import Objective, RolloutTensors, Streams, direction_signs, require_directions
-from services.objectives.registry import ObjectiveConfig
+from services.objectives.options import ObjectiveConfig
 
 if TYPE_CHECKING:
-    from services.config import RewardConfig
+    from services.rewards.config import RewardConfig
 
 
 def barrier(z: torch.Tensor, mu: float) -> torch.Tensor:
@@ -57,6 +57,9 @@ def barrier_grad(z: torch.Tensor, mu: float) -> torch.Tensor:
 
 
 class L3MConfig(ObjectiveConfig):
+    frozen_after_start: ClassVar[dict[str, str]] = {
+        "seed": "only seeds the task/constraint coin, whose state already exists",
+    }
     name: Literal["l3m"] = Field("l3m", description="Relaxed log-barrier SFT under reward constraints (§10).")
     uses_thresholds = True
     constraint_direction = "ge"  # le also accepted

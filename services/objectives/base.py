@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
-from services.objectives.registry import ObjectiveConfig
+from services.objectives.options import ObjectiveConfig
 
 if TYPE_CHECKING:
-    from services.config import RewardConfig
+    from services.rewards.config import RewardConfig
 
 
 @dataclass

@@ -18,11 +18,11 @@ import torch
 from pydantic import Field, model_validator
 
 from services.objectives.base import Objective, RolloutTensors, Streams, normalize_streams, terminal_reward
-from services.objectives.registry import ObjectiveConfig
-from services.ppo.kl_controller import AdaptiveKLController
+from services.objectives.options import ObjectiveConfig
+from services.objectives.kl_controller import AdaptiveKLController
 
 if TYPE_CHECKING:
-    from services.config import RewardConfig
+    from services.rewards.config import RewardConfig
 
 logger = logging.getLogger(__name__)
 

@@ -28,21 +28,26 @@ truncated w(τ) = min(exp Σ_t(log π_θ − log β_T), iw_clip).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
 from services.objectives.base import Objective, RolloutTensors, Streams, normalize_streams, terminal_reward
-from services.objectives.registry import ObjectiveConfig
+from services.objectives.options import ObjectiveConfig
 
 if TYPE_CHECKING:
-    from services.config import RewardConfig
+    from services.rewards.config import RewardConfig
 
 logger = logging.getLogger(__name__)
 
 
 class RewardDropoutConfig(ObjectiveConfig):
+    frozen_after_start: ClassVar[dict[str, str]] = {
+        "seed": "only seeds the random rule, whose generator state already exists",
+        "behaviour_sampling": "changes what the rollout actors sample from, fixed when they start; start a new run",
+        "behaviour_temperature": "is read by the rollout actors when they start; start a new run",
+    }
     name: Literal["reward_dropout"] = Field("reward_dropout", description="Reward dropout on r̂ = R + ln β (§9).")
     rule: Literal["threshold", "quantile", "random"] = Field("quantile", description="Which sequences to keep.")
     quantile: float = Field(

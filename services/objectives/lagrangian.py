@@ -28,11 +28,11 @@ from services.objectives.base import (
     require_directions,
     terminal_reward,
 )
-from services.objectives.registry import ObjectiveConfig
-from services.ppo.kl_controller import AdaptiveKLController
+from services.objectives.options import ObjectiveConfig
+from services.objectives.kl_controller import AdaptiveKLController
 
 if TYPE_CHECKING:
-    from services.config import RewardConfig
+    from services.rewards.config import RewardConfig
 
 Squash = Literal["sigmoid", "tanh"]
 
@@ -75,6 +75,11 @@ class LagrangeMultipliers:
 
 class ConstrainedPPOConfig(ObjectiveConfig):
     """Options shared by μ-, ξ- and All-PPO (defaults: [000] and its code)."""
+    frozen_after_start: ClassVar[dict[str, str]] = {
+        "multiplier_init": "only sets the initial value of learned state, which already exists",
+        "multiplier_init_std": "only sets the initial value of learned state, which already exists",
+        "seed": "only seeds the initial multiplier draw, which already happened",
+    }
 
     uses_thresholds = True
 
@@ -118,6 +123,9 @@ class XiPPOConfig(ConstrainedPPOConfig):
 
 
 class AllPPOConfig(ConstrainedPPOConfig):
+    frozen_after_start: ClassVar[dict[str, str]] = {
+        "kl_in_streams": "changes the number of reward streams (value heads); start a new run",
+    }
     constraint_direction = "le"
     name: Literal["all_ppo"] = Field("all_ppo", description="Maximise Σ E[r_i] s.t. E[r_i] ≤ θ_i (§5).")
     target_kl: float | None = Field(0.5, gt=0.0, description="Per-token KL target of the adaptive β.")

@@ -1,7 +1,7 @@
 """`nm_ppo`: ξ-PPO whose thresholds are searched by Nelder–Mead during a single run (ALGORITHMS.md §7, [000] Alg. 3).
 
 The proxy point θ* (the reward targets at which the held-out eval_score peaks) is normally found offline
-from single-reward runs (services/proxy_points.py, [000] Alg. 2). NM-PPO finds it *inside* one run
+from single-reward runs (services/thresholds/proxy_points.py, [000] Alg. 2). NM-PPO finds it *inside* one run
 instead: the outer loop is the resumable ask/tell `NelderMead` (services/objectives/nelder_mead.py)
 minimising f(θ) = −eval_score(θ); "evaluating" a proposed θ means continuing ξ-PPO training of the same
 policy, critic and multipliers towards θ (nothing is reset) and reading the next held-out evaluation.
@@ -54,7 +54,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -63,10 +63,10 @@ from pydantic import Field, model_validator
 from services.objectives.base import RolloutTensors, Streams, require_directions
 from services.objectives.lagrangian import XiPPO, XiPPOConfig
 from services.objectives.nelder_mead import NelderMead, NelderMeadConfig, thresholds_reached
-from services.objectives.registry import unknown_name_message
+from services.config.names import unknown_name_message
 
 if TYPE_CHECKING:
-    from services.config import RewardConfig
+    from services.rewards.config import RewardConfig
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,10 @@ REWARD_PREFIX = "eval/reward/"
 
 class NMPPOConfig(XiPPOConfig):
     """ξ-PPO options plus the Nelder–Mead search (defaults: [000] A.4 and §7)."""
+    frozen_after_start: ClassVar[dict[str, str]] = {
+        field: "is part of the running Nelder–Mead search's state; start a new run to change it"
+        for field in ("alpha", "gamma", "rho", "sigma", "tol", "cache_mode", "cache_tol")
+    }
 
     name: Literal["nm_ppo"] = Field(  # type: ignore[assignment]
         "nm_ppo", description="ξ-PPO with Nelder–Mead search over the thresholds in a single run (§7)."

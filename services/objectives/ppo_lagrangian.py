@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -38,13 +38,17 @@ from services.objectives.base import (
     require_directions,
     terminal_reward,
 )
-from services.objectives.registry import ObjectiveConfig
+from services.objectives.options import ObjectiveConfig
 
 if TYPE_CHECKING:
-    from services.config import RewardConfig
+    from services.rewards.config import RewardConfig
 
 
 class PPOLagrangianConfig(ObjectiveConfig):
+    frozen_after_start: ClassVar[dict[str, str]] = {
+        "lambda_init": "only sets the initial value of learned state, which already exists",
+        "constraints": "changes the number of reward streams (value heads); start a new run",
+    }
     name: Literal["ppo_lagrangian"] = Field("ppo_lagrangian", description="safe-rlhf PPO-Lag with one cost per constraint (§11).")
     uses_thresholds = True
     constraint_direction = "ge"  # le also accepted

@@ -2,41 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from services.config.names import unknown_name_message
+from services.objectives.options import ObjectiveConfig
 
 if TYPE_CHECKING:
-    from services.config import RewardConfig
+    from services.rewards.config import RewardConfig
     from services.objectives.base import Objective
-
-
-class ObjectiveConfig(BaseModel):
-    """Options shared by every objective; each objective subclasses this with its own fields."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    name: str = Field(description="Objective name.")
-    uses_thresholds: ClassVar[bool] = False
-    # The constraint direction (ge/le/eq) the objective is defined for, or None. `validate_rewards` rejects
-    # rewards whose `direction` it cannot express; a config layer may use this to default them instead.
-    constraint_direction: ClassVar[str | None] = None
-
-    def complete(self, run: Any) -> None:
-        """Fill options whose default depends on the rest of the run's config (a `RootConfig`)."""
-
-    def validate_rewards(self, rewards: dict[str, "RewardConfig"]) -> None:
-        """Raise ValueError naming the reward if the objective cannot use this reward set."""
-        if self.uses_thresholds:
-            missing = [name for name, r in rewards.items() if r.threshold is None]
-            if missing:
-                raise ValueError(
-                    f"objective {self.name} needs a threshold for every reward; missing for: "
-                    + ", ".join(missing)
-                    + f" (set rewards.{missing[0]}.threshold=VALUE)"
-                )
 
 
 # Objective name -> "module:Class". Each class carries its `config_cls`. Modules are imported on first use.
@@ -52,12 +26,6 @@ OBJECTIVES: dict[str, str] = {
     "l3m": "services.objectives.barrier:L3M",
     "ppo_lagrangian": "services.objectives.ppo_lagrangian:PPOLagrangian",
 }
-
-
-def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown {kind} '{name}'{hint} (valid: {', '.join(sorted(valid))})"
 
 
 def objective_class(name: str) -> type["Objective"]:

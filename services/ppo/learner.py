@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from services.config import ModelConfig, TrainerConfig
-from services.models import ValueModel, load_causal_lm, load_value_model, pick_autocast_dtype, pick_device, pick_dtype
+from services.config.schema import ModelConfig, TrainerConfig
+from services.models.loading import ValueModel, load_causal_lm, load_value_model, pick_autocast_dtype, pick_device, pick_dtype
 from services.objectives.base import Objective, RolloutTensors
 from services.ppo.batch import SequenceBatch, collate, response_logprobs
 from services.ppo.gae import gae, reward_to_go

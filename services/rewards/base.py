@@ -65,6 +65,8 @@ class RewardFunction(ABC):
 
     kind: ClassVar[str]
     Params: ClassVar[type[RewardParams]] = RewardParams
+    # Closed range every score lies in, or None for unbounded kinds: a threshold outside it can never be met.
+    score_range: ClassVar[tuple[float, float] | None] = None
 
     def __init__(self, params: RewardParams | None = None) -> None:
         self.params = params if params is not None else self.Params()

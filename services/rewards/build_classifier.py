@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from services.config import DataConfig
-from services.data import DialogueExample, load_examples
-from services.rewards.classifier import LinearHead, classifier_text, default_classifier_dir, is_built
+from services.config.schema import DataConfig
+from services.data.dialogues import DialogueExample, load_examples
+from services.rewards.topic_head import LinearHead, classifier_text, default_classifier_dir, is_built
 
 log = logging.getLogger(__name__)
 

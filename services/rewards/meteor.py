@@ -25,6 +25,7 @@ def tokenize(text: str) -> list[str]:
 
 
 class MeteorReward(RewardFunction):
+    score_range = (0.0, 1.0)
     kind = "meteor"
     Params = MeteorParams
     params: MeteorParams

@@ -27,6 +27,7 @@ class BleuReward(RewardFunction):
     nltk rather than sacrebleu so that `bleu` and `sacrebleu` are genuinely different signals. Smoothing defaults
     to method1: without it nearly every short response scores exactly 0 and the reward carries no signal.
     """
+    score_range = (0.0, 1.0)
 
     kind = "bleu"
     Params = BleuParams
@@ -57,6 +58,7 @@ class SacreBleuParams(RewardParams):
 
 class SacreBleuReward(RewardFunction):
     """sacrebleu sentence BLEU / 100 (exponential smoothing, effective order), tokenize='intl' as in [000]."""
+    score_range = (0.0, 1.0)
 
     kind = "sacrebleu"
     Params = SacreBleuParams
@@ -83,6 +85,7 @@ class RougeParams(RewardParams):
 
 class RougeReward(RewardFunction):
     """rouge-score F-measure of one variant (ROUGE-2 with Porter stemming by default, as in [000])."""
+    score_range = (0.0, 1.0)
 
     kind = "rouge"
     Params = RougeParams

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.objectives.registry import unknown_name_message
+from services.config.names import unknown_name_message
 from services.rewards.base import RewardFunction
 
 # kind -> "module:Class"; modules are imported on first use.
@@ -33,6 +33,14 @@ def reward_class(kind: str) -> type[RewardFunction]:
         raise ValueError(unknown_name_message("reward kind", kind, REWARD_KINDS))
     module_name, cls_name = _REWARDS[kind].split(":")
     return getattr(importlib.import_module(module_name), cls_name)
+
+
+MAX_ABS_THRESHOLD = 1e9  # unbounded kinds (length, hf_model): only absurd magnitudes are refused
+
+
+def threshold_range(kind: str) -> tuple[float, float]:
+    """The closed range a threshold for this reward kind must lie in (its scores' range, if bounded)."""
+    return reward_class(kind).score_range or (-MAX_ABS_THRESHOLD, MAX_ABS_THRESHOLD)
 
 
 def validate_reward_params(kind: str, params: dict[str, Any]) -> None:

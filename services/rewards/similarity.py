@@ -21,6 +21,7 @@ class SimilarityParams(RewardParams):
 
 
 class SimilarityReward(RewardFunction):
+    score_range = (-1.0, 1.0)
     kind = "similarity"
     Params = SimilarityParams
     params: SimilarityParams

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from services.paths import cache_dir
+from services.config.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from services.config import SamplingConfig
+from services.config.schema import SamplingConfig
 
 
 @dataclass

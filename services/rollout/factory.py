@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from services.config import RootConfig
+from services.config.schema import RootConfig
 from services.rollout.base import GenerationBackend
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def make_backend(config: RootConfig, model_path: str | None = None) -> Generatio
 
 def build_backend(config: RootConfig, model_path: str | None = None) -> tuple[GenerationBackend, BackendChoice]:
     """`make_backend`, also returning the choice (the rollout actor reports it to the driver's log)."""
-    from services.models import load_causal_lm, load_tokenizer, pick_device, pick_dtype, resolve_model_path
+    from services.models.loading import load_causal_lm, load_tokenizer, pick_device, pick_dtype, resolve_model_path
 
     path = model_path or resolve_model_path(config.model.name_or_path)
     device = pick_device()

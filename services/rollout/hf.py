@@ -7,7 +7,7 @@ import time
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from services.config import SamplingConfig
+from services.config.schema import SamplingConfig
 from services.rollout.base import Generation, GenerationBackend
 
 

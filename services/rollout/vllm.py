@@ -39,8 +39,8 @@ from typing import Any
 
 import torch
 
-from services.config import SamplingConfig
-from services.paths import cache_dir
+from services.config.schema import SamplingConfig
+from services.config.paths import cache_dir
 from services.rollout.base import Generation, GenerationBackend
 
 log = logging.getLogger(__name__)

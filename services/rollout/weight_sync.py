@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ray.actor import ActorHandle
     from ray import ObjectRef
 
-    from services.config import RootConfig
+    from services.config.schema import RootConfig
 
 
 class ParamMeta(NamedTuple):

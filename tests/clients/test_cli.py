@@ -14,6 +14,7 @@ import pytest
 
 from clients.cli import main
 from clients.client import ControlClient, ControlError
+from services.coordinator import changes, views
 from control import live as live_plane  # tests/control/live.py (tests/ is on sys.path via its conftest)
 
 
@@ -46,7 +47,7 @@ def test_set_threshold_objective_and_controls_then_audit(run, capsys):
     d = str(run.run_dir)
     code, out, _ = crlhf(capsys, "--run-dir", d, "constraints", "set", "meteor", "0.25")
     assert code == 0 and "rewards.meteor.threshold: 0.23 → 0.25" in out and "applies from iteration 0" in out
-    assert run.state.constraint("meteor")["pending"]["threshold"] == 0.25
+    assert views.constraint(run.state, "meteor")["pending"]["threshold"] == 0.25
     code, out, _ = crlhf(capsys, "--run-dir", d, "constraints", "set", "topic", "--direction", "le")
     assert code == 0 and 'rewards.topic.direction: "ge" → "le"' in out
     code, out, _ = crlhf(capsys, "--run-dir", d, "objective", "set", "multiplier_lr=0.05", "fixed_multipliers=true")
@@ -54,7 +55,7 @@ def test_set_threshold_objective_and_controls_then_audit(run, capsys):
     for action in ("pause", "checkpoint", "resume", "stop"):
         code, out, _ = crlhf(capsys, "--run-dir", d, action)
         assert code == 0 and f"{action}: requested" in out
-    assert run.state.poll_controls() == {"paused": False, "stop": True, "checkpoint": True}
+    assert changes.poll_controls(run.state) == {"paused": False, "stop": True, "checkpoint": True}
     code, out, _ = crlhf(capsys, "--run-dir", d, "audit")
     assert code == 0
     for target in ("rewards.meteor.threshold", "rewards.topic.direction", "objective.multiplier_lr", "control.paused", "control.stop"):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 
-from services.config import RootConfig
+from services.config.schema import RootConfig
 from services.control.server import ControlPlane, start_control_plane
-from services.coordination import CoordinatorState
-from services.overrides import build_config
+from services.coordinator.state import CoordinatorState
+from services.config.overrides import build_config
 
 
 @dataclass

@@ -9,6 +9,7 @@ import stat
 import httpx
 import pytest
 
+from services.coordinator import changes, protocol
 from services.control.auth import TOKEN_ENV
 
 from .live import Live
@@ -141,7 +142,7 @@ RAW = {"Content-Type": "application/json"}
 )
 def test_bad_input_gets_a_4xx_naming_the_problem_and_changes_nothing(shared_live, method, path, body, status, words):
     live = shared_live
-    live.state.set_threshold("topic", 0.5)  # queued state that must survive
+    changes.set_threshold(live.state, "topic", 0.5)  # queued state that must survive
     before = snapshot(live.state)
     if isinstance(body, bytes):
         r = live.http.request(method, path, content=body, headers={**live.auth, **RAW})
@@ -168,7 +169,7 @@ def test_threshold_on_an_objective_without_thresholds_is_a_conflict(start_live):
 
 # --- semantics --------------------------------------------------------------------------------------------
 def test_change_during_an_iteration_applies_from_the_next_one(live):
-    handed = live.state.begin_iteration(4)
+    handed = protocol.begin_iteration(live.state, 4)
     r = call(live, "PUT", "/v1/constraints/meteor", {"threshold": 0.1, "direction": "le"}, live.auth)
     assert r.status_code == 202
     body = r.json()
@@ -180,7 +181,7 @@ def test_change_during_an_iteration_applies_from_the_next_one(live):
     assert status["running_iteration"] == 4 and status["next_iteration"] == 5 and status["pending_changes"] == 2
     commit_from(live.state, 4, handed, {"iteration": 4, "reward/meteor": 0.05, "violation/meteor": 0.18, "tokens_per_second": 120.0})
     assert live.http.get("/v1/constraints/meteor").json()["threshold"] == 0.23  # not before the boundary
-    live.state.begin_iteration(5)
+    protocol.begin_iteration(live.state, 5)
     meteor = live.http.get("/v1/constraints/meteor").json()
     assert (meteor["threshold"], meteor["direction"], meteor["pending"]) == (0.1, "le", None)
     assert meteor["current"] == 0.05 and meteor["measured_at"] == 4
@@ -191,7 +192,7 @@ def test_objective_patch_over_http(live):
     r = call(live, "PATCH", "/v1/objective", {"multiplier_lr": 0.05, "fixed_multipliers": True}, live.auth)
     assert r.status_code == 202
     assert r.json()["objective"]["pending"] == {"multiplier_lr": 0.05, "fixed_multipliers": True}
-    live.state.begin_iteration(0)
+    protocol.begin_iteration(live.state, 0)
     view = live.http.get("/v1/objective").json()
     assert view["hyperparameters"]["multiplier_lr"] == 0.05 and view["pending"] == {}
     assert "seed" in view["frozen"]
@@ -201,13 +202,13 @@ def test_pause_stop_and_the_driver_protocol(live):
     assert call(live, "POST", "/v1/pause", None, live.auth).json()["controls"]["paused"] is True
     again = call(live, "POST", "/v1/pause", None, live.auth).json()
     assert again["changed"] is False
-    assert live.state.poll_controls() == {"paused": True, "stop": False, "checkpoint": False}
+    assert changes.poll_controls(live.state) == {"paused": True, "stop": False, "checkpoint": False}
     assert live.http.get("/v1/status").json()["state"] == "paused"
     call(live, "POST", "/v1/checkpoint", None, live.auth)
-    live.state.ack_checkpoint("/tmp/ckpt")
+    changes.ack_checkpoint(live.state, "/tmp/ckpt")
     call(live, "POST", "/v1/stop", None, live.auth)
-    assert live.state.poll_controls()["stop"] is True
-    live.state.mark_stopped()
+    assert changes.poll_controls(live.state)["stop"] is True
+    changes.mark_stopped(live.state)
     assert live.http.get("/v1/status").json()["state"] == "stopped"
     r = call(live, "PUT", "/v1/constraints/meteor", {"threshold": 0.3}, live.auth)
     assert r.status_code == 409 and "the run has stopped" in r.json()["detail"]
@@ -222,10 +223,10 @@ def test_changes_survive_a_coordinator_restart(start_live, tmp_path):
     call(first, "PUT", "/v1/constraints/meteor", {"threshold": 0.3}, first.auth)
     call(first, "POST", "/v1/pause", None, first.auth)
     first.plane.stop()
-    from services.coordination import load_state
+    from services.coordinator.store import load_state
 
     second = start_live(run_dir=tmp_path / "run")
-    second.state.load_state_dict(load_state(tmp_path / "run" / "coordinator.pt"))
+    protocol.restore(second.state, load_state(tmp_path / "run" / "coordinator.pt"))
     assert second.http.get("/v1/constraints/meteor").json()["pending"]["threshold"] == 0.3
     assert second.http.get("/v1/status").json()["paused"] is True
     assert len(second.http.get("/v1/audit").json()) == 2

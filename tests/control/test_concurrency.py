@@ -9,7 +9,9 @@ import time
 import httpx
 import pytest
 
-from services.coordination import CoordinatorState, load_state
+from services.coordinator import protocol, views
+from services.coordinator.state import CoordinatorState
+from services.coordinator.store import load_state
 
 from .live import smoke_config
 
@@ -45,11 +47,11 @@ def trainer(state: CoordinatorState, stop: threading.Event, handed: dict[int, di
     """The driver's side: begin/commit iterations back to back, as fast as the lock allows."""
     k = 0
     while not stop.is_set():
-        got = state.begin_iteration(k)
-        handed[k] = {"thresholds": got["thresholds"].tolist(), "lr": got["spec"]["config"]["multiplier_lr"],
-                     "directions": got["spec"]["directions"]}
+        got = protocol.begin_iteration(state, k)
+        handed[k] = {"thresholds": got.state["thresholds"].tolist(), "lr": got.spec.config.multiplier_lr,
+                     "directions": list(got.spec.directions)}
         time.sleep(0.002)
-        state.commit(k, {"objective_state": {k2: v for k2, v in got.items() if k2 != "spec"}, "record": {"iteration": k}})
+        protocol.commit(state, k, {"objective_state": got.state, "record": {"iteration": k}})
         k += 1
 
 
@@ -105,8 +107,8 @@ def test_concurrent_changes_are_serialised_consistent_and_fully_audited(live):
     status = live.http.get("/v1/status").json()
     assert status["paused"] == effective_at(audit, "control.paused", 10**9, False)
     restarted = CoordinatorState(smoke_config(), None)
-    restarted.load_state_dict(load_state(live.run_dir / "coordinator.pt"))
+    protocol.restore(restarted, load_state(live.run_dir / "coordinator.pt"))
     assert [e.seq for e in restarted.audit] == [e["seq"] for e in audit]
-    restarted.begin_iteration(restarted.last_committed + 1)
+    protocol.begin_iteration(restarted, restarted.last_committed + 1)
     assert restarted.thresholds()["meteor"] == pytest.approx(last.get("rewards.meteor.threshold", 0.23), rel=1e-6)
-    assert restarted.objective_view()["hyperparameters"]["multiplier_lr"] == pytest.approx(last.get("objective.multiplier_lr", 0.1))
+    assert views.objective(restarted)["hyperparameters"]["multiplier_lr"] == pytest.approx(last.get("objective.multiplier_lr", 0.1))

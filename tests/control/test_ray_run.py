@@ -14,10 +14,10 @@ import httpx
 import pytest
 import ray
 
-from services.coordination import load_state
-from services.data import load_examples
+from services.coordinator.store import load_state
+from services.data.dialogues import load_examples
 from services.driver import Driver
-from services.overrides import build_config
+from services.config.overrides import build_config
 
 pytestmark = pytest.mark.slow
 

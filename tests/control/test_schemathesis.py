@@ -4,6 +4,7 @@ past the token check; an iteration loop runs beside it so changes meet a moving 
 
 from __future__ import annotations
 
+from services.coordinator import protocol
 import os
 import threading
 import time
@@ -32,10 +33,10 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     def iterate() -> None:
         k = 0
         while not stop.is_set():
-            got = live.state.begin_iteration(k)
+            got = protocol.begin_iteration(live.state, k)
             time.sleep(0.01)
-            live.state.commit(k, {"objective_state": {a: b for a, b in got.items() if a != "spec"},
-                                  "record": {"iteration": k, "reward/meteor": 0.1, "tokens_per_second": 50.0}})
+            protocol.commit(live.state, k, {"objective_state": got.state,
+                                              "record": {"iteration": k, "reward/meteor": 0.1, "tokens_per_second": 50.0}})
             k += 1
 
     loop = threading.Thread(target=iterate, daemon=True)
@@ -51,7 +52,7 @@ def cases() -> list[tuple[str, str, GenerationMode]]:
     collect). Negative (schema-violating) data exists only for a body or constrained query parameters
     (any string is a valid path segment)."""
     from services.control.app import create_app
-    from services.coordination import CoordinatorState
+    from services.coordinator.state import CoordinatorState
 
     doc = create_app(CoordinatorState(smoke_config()), "x" * 32).openapi()
     out = []

@@ -57,9 +57,9 @@ def test_resuming_an_overlapped_run_repeats_the_uninterrupted_run(ray_local, tmp
 
 
 def test_the_driver_syncs_learner_weights_into_the_rollout_actor_through_the_object_store(ray_local, tmp_path):
-    from services.data import load_examples
+    from services.data.dialogues import load_examples
     from services.driver import Driver
-    from services.overrides import build_config
+    from services.config.overrides import build_config
     from services.rollout.weight_sync import ObjectStoreWeightSync
 
     config = build_config([*SMOKE, "evaluation.every=0", "trainer.learning_rate=1e-2"])

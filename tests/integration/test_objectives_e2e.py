@@ -7,7 +7,7 @@ import torch
 
 from services.launch import main
 from services.objectives.registry import OBJECTIVES, build_objective
-from services.overrides import build_config
+from services.config.overrides import build_config
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from services.config import RewardConfig
+from services.rewards.config import RewardConfig
 from services.objectives.base import Objective, RolloutTensors
 from services.objectives.registry import build_objective, objective_config_from_dict
 

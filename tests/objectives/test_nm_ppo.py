@@ -20,7 +20,7 @@ import torch
 from services.objectives.base import RolloutTensors
 from services.objectives.nelder_mead import NelderMead, NelderMeadConfig
 from services.objectives.nm_ppo import NMPPO
-from services.overrides import ConfigError, build_config
+from services.config.overrides import ConfigError, build_config
 
 from .bandit import make_objective
 from .test_nelder_mead import M0, M_MAX, OBSERVED_RELATIVE, analytic_eval

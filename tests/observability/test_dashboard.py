@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from services.telemetry import RunTelemetry
+from services.coordinator.telemetry import RunTelemetry
 
 from . import dashboard
 

@@ -14,12 +14,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.coordinator import protocol
 from services.control.app import create_app
 from services.control.live_router import ASSETS, LIVE_DIR, SECURITY_HEADERS
 from services.control.server import ControlServer
-from services.coordination import CoordinatorState
-from services.overrides import build_config
-from services.telemetry import RunTelemetry
+from services.coordinator.state import CoordinatorState
+from services.config.overrides import build_config
+from services.coordinator.telemetry import RunTelemetry
 
 from .harness import ROOT
 
@@ -40,8 +41,8 @@ def plane() -> Iterator[Plane]:
     config = build_config(["preset=smoke", "objective=mu_ppo", "control.port=0"])
     state = CoordinatorState(config, run_label="router-test")
     for record in RECORDS:  # real records of a smoke run, committed as the learner would
-        handed = state.begin_iteration(record["iteration"])
-        state.commit(record["iteration"], {"objective_state": {k: v for k, v in handed.items() if k != "spec"}, "record": record})
+        handed = protocol.begin_iteration(state, record["iteration"])
+        protocol.commit(state, record["iteration"], {"objective_state": handed.state, "record": record})
     server = ControlServer(create_app(state, TOKEN), "127.0.0.1", 0)
     server.start()
     with httpx.Client(base_url=server.url, timeout=10) as http:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from services.coordinator import protocol
 from services.control.app import create_app
-from services.coordination import CoordinatorState
-from services.overrides import build_config
+from services.coordinator.state import CoordinatorState
+from services.config.overrides import build_config
 
 
 def test_the_control_plane_serves_the_runs_telemetry() -> None:
@@ -25,10 +26,10 @@ def test_the_control_plane_serves_the_runs_telemetry() -> None:
 
 def test_a_commit_reaches_the_metrics() -> None:
     state = CoordinatorState(build_config(["preset=smoke", "objective=mu_ppo"]), run_label="wired")
-    handed = state.begin_iteration(0)
+    handed = protocol.begin_iteration(state, 0)
     record = {"iteration": 0, "reward/meteor": 0.125, "threshold/meteor": 0.2, "violation/meteor": 0.075, "tokens": 40}
-    state.commit(0, {"objective_state": {k: v for k, v in handed.items() if k != "spec"}, "record": record})
-    state.observe({**record, "time/sync": 0.5})  # the driver's completed record: counted once, sync added
+    protocol.commit(state, 0, {"objective_state": handed.state, "record": record})
+    protocol.observe(state, {**record, "time/sync": 0.5})  # the driver's completed record: counted once, sync added
     text = state.telemetry.render().decode()
     assert 'crlhf_constraint_violation{reward="meteor",run="wired"} 0.075' in text
     assert 'crlhf_generated_tokens_total{run="wired"} 40.0' in text

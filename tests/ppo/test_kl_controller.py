@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.ppo.kl_controller import AdaptiveKLController
+from services.objectives.kl_controller import AdaptiveKLController
 
 
 @pytest.mark.parametrize(("mean_kl", "expected"), [(1.0, 0.204), (0.45, 0.198), (0.0, 0.196)])

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from services.config import ModelConfig, RewardConfig, SamplingConfig, TrainerConfig
-from services.models import load_tokenizer
+from services.config.schema import ModelConfig, RewardConfig, SamplingConfig, TrainerConfig
+from services.models.loading import load_tokenizer
 from services.objectives.composite import FixedWeightPPO, PPOConfig
 from services.ppo.batch import collate
 from services.ppo.learner import PPOLearner
@@ -115,7 +115,7 @@ def test_bf16_logprobs_stay_close_to_float32_and_weights_leave_in_the_rollout_dt
 
 
 def test_auto_mixed_precision_follows_native_bf16_support():
-    from services.models import native_bf16, pick_autocast_dtype
+    from services.models.loading import native_bf16, pick_autocast_dtype
 
     cpu = torch.device("cpu")
     assert pick_autocast_dtype("fp32", cpu) is None and pick_autocast_dtype("bf16", cpu) is torch.bfloat16

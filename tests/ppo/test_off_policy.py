@@ -69,15 +69,15 @@ def test_pad_logprobs_right_pads_ragged_rows():
 # --- in the learner ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny():
-    from services.config import ModelConfig
-    from services.models import load_tokenizer
+    from services.config.schema import ModelConfig
+    from services.models.loading import load_tokenizer
 
     model = ModelConfig(name_or_path="tiny-llama")
     return model, load_tokenizer(model.name_or_path)
 
 
 def _rollout(learner, tokenizer):
-    from services.config import SamplingConfig
+    from services.config.schema import SamplingConfig
     from services.rollout.hf import HFBackend
     from services.rollout.prompts import encode_prompts
 
@@ -87,7 +87,7 @@ def _rollout(learner, tokenizer):
 
 
 def _learner(tiny, **trainer):
-    from services.config import TrainerConfig
+    from services.config.schema import TrainerConfig
     from services.ppo.learner import PPOLearner
 
     model, tokenizer = tiny
@@ -96,7 +96,7 @@ def _learner(tiny, **trainer):
 
 
 def _objective():
-    from services.config import RewardConfig
+    from services.rewards.config import RewardConfig
     from services.objectives.composite import FixedWeightPPO, PPOConfig
 
     return FixedWeightPPO(PPOConfig(), {"r": RewardConfig(kind="length")})

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from services.config import DataConfig
-from services.data import load_examples
+from services.config.schema import DataConfig
+from services.data.dialogues import load_examples
 from services.rewards.base import RewardError, ScoringBatch
 from services.rewards.build_classifier import build_topic_classifier
-from services.rewards.classifier import LinearHead, classifier_text
+from services.rewards.topic_head import LinearHead, classifier_text
 from services.rewards.encoder import default_encoder_path, embed, load_encoder
 from services.rewards.registry import build_reward
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.models import SMOLLM2, TINY, load_tokenizer, resolve_model_path
+from services.models.loading import SMOLLM2, TINY, load_tokenizer, resolve_model_path
 
 from .helpers import CHAT_QUESTIONS, build_tiny_vllm_model
 

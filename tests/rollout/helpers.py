@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.config import RootConfig, SamplingConfig
-from services.models import load_causal_lm
+from services.config.schema import RootConfig, SamplingConfig
+from services.models.loading import load_causal_lm
 
 CHAT_QUESTIONS = [
     "Hi, how are you today?",
@@ -42,7 +42,7 @@ def build_tiny_vllm_model(out: Path) -> Path:
     vLLM's CPU attention kernels need head_dim ≥ 32, so the embedded tiny-llama cannot run on vLLM; this
     is the same size class (2 layers, hidden 64, SmolLM2 tokenizer, random init) for vLLM tests and bench.
     """
-    from services.models import build_tiny_llama
+    from services.models.loading import build_tiny_llama
 
     if not (out / "config.json").exists():
         build_tiny_llama(out, num_attention_heads=2)

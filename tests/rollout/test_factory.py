@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from services.config import RootConfig
+from services.config.schema import RootConfig
 from services.rollout.factory import choose_backend, engine_options
 
 from .helpers import require_vllm
@@ -82,7 +82,7 @@ BROKEN_VLLM = 'raise ImportError("libcudart.so.12: cannot open shared object fil
 PROBE = textwrap.dedent(
     """
     import json, sys
-    from services.config import RootConfig
+    from services.config.schema import RootConfig
     from services.rollout.factory import choose_backend
     from services.rollout.vllm import VLLMUnavailable
     out = {}

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from services.config import SamplingConfig
-from services.models import load_tokenizer
+from services.config.schema import SamplingConfig
+from services.models.loading import load_tokenizer
 from services.rollout.base import Generation, GenerationBackend
 
 from .helpers import hf_model, learner_logprobs, max_logprob_gap, require_vllm

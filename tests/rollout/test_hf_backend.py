@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.config import SamplingConfig
-from services.models import load_tokenizer
+from services.config.schema import SamplingConfig
+from services.models.loading import load_tokenizer
 from services.rollout.hf import HFBackend, response_end
 
 from .helpers import hf_model, max_logprob_gap

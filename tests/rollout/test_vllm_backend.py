@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from services.config import SamplingConfig
-from services.models import load_tokenizer
+from services.config.schema import SamplingConfig
+from services.models.loading import load_tokenizer
 
 from .helpers import hf_model, max_logprob_gap, require_vllm
 

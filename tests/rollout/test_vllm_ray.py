@@ -14,9 +14,9 @@ import ray
 import torch
 
 from services.actors.rollout import RolloutActor
-from services.config import SamplingConfig
-from services.data import DialogueExample
-from services.models import load_tokenizer
+from services.config.schema import SamplingConfig
+from services.data.dialogues import DialogueExample
+from services.models.loading import load_tokenizer
 from services.rollout.weight_sync import ObjectStoreWeightSync, make_weight_sync
 
 from .helpers import hf_model, max_logprob_gap, require_vllm, vllm_config

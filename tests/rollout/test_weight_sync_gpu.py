@@ -39,7 +39,7 @@ def test_nccl_broadcast_puts_the_learners_weights_into_the_engine(tmp_path):
     import ray
 
     from services.actors.rollout import RolloutActor
-    from services.models import load_tokenizer
+    from services.models.loading import load_tokenizer
     from services.rollout.weight_sync import NcclWeightSenderMixin, NcclWeightSync, make_weight_sync
 
     from .helpers import build_tiny_vllm_model, hf_model, max_logprob_gap, vllm_config
@@ -75,7 +75,7 @@ def test_nccl_broadcast_puts_the_learners_weights_into_the_engine(tmp_path):
         sync.setup()
         assert sync.sync(version=1) > 0
 
-        from services.data import DialogueExample
+        from services.data.dialogues import DialogueExample
 
         examples = [DialogueExample(context=(q,), reference=None, label=None) for q in ("hi", "how are you?", "tell me more")]
         shard = ray.get(engine.generate.remote(examples, 0))

@@ -5,7 +5,7 @@
 - `coordinator.pt` is a snapshot of the core state (objective, queued changes, controls), replaced
   atomically at every commit and wherever the log does not describe a change. It records how many log lines
   it already includes (`audit_length`); on load the lines after that are replayed
-  (`CoordinatorState._apply`), so a change logged after the last snapshot survives a restart.
+  (`services.coordinator.changes.apply`), so a change logged after the last snapshot survives a restart.
 
 Writes happen outside the state's lock (group commit): a change stages a write under the lock, releases it,
 then waits until a write at least as new is on disk. Readers never wait for the disk, and changes that
@@ -14,20 +14,20 @@ arrive during a write are coalesced into the next one.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from services.coordinator.audit import AUDIT_FILE, append_lines, audit_lines, read_audit, rewrite_lines
+
 log = logging.getLogger("crlhf.coordinator")
-AUDIT_FILE = "audit.jsonl"
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -50,24 +50,12 @@ def load_state(path: Path) -> dict[str, Any]:
     `audit` = every complete line, `audit_length` = how many of them the snapshot already includes."""
     state = torch.load(path, weights_only=False)
     if "audit" not in state and "audit_length" in state:
-        state["audit"] = _read_audit(path.parent / AUDIT_FILE)
+        state["audit"] = read_audit(path.parent / AUDIT_FILE)
         if len(state["audit"]) < state["audit_length"]:
             log.warning("audit log %s has %d of %d entries; the rest was lost", path.parent / AUDIT_FILE,
                         len(state["audit"]), state["audit_length"])
             state["audit_length"] = len(state["audit"])
     return state
-
-
-def _read_audit(path: Path) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    if path.exists():
-        with path.open() as f:
-            for line in f:
-                try:
-                    entries.append(json.loads(line))
-                except ValueError:  # a torn last line after a crash: its change was never acknowledged
-                    break
-    return entries
 
 
 @dataclass
@@ -80,10 +68,6 @@ class Snapshot:
     audit: Sequence[Any]  # the append-only audit list (dataclasses)
     audit_length: int
     epoch: int  # bumped when the audit list is replaced (load); the file is then rewritten
-
-
-def _lines(entries: Sequence[Any]) -> list[str]:
-    return [json.dumps(asdict(entry), default=str) + "\n" for entry in entries]
 
 
 class StateStore:
@@ -123,25 +107,9 @@ class StateStore:
 
     def _write(self, s: Snapshot) -> None:
         if self._file_epoch != s.epoch or s.audit_length < self._file_length:
-            self._rewrite_audit(_lines(s.audit[: s.audit_length]))
+            rewrite_lines(self.audit_path, audit_lines(s.audit[: s.audit_length]))
         elif s.audit_length > self._file_length:
-            with self.audit_path.open("a") as f:
-                f.writelines(_lines(s.audit[self._file_length : s.audit_length]))
-                f.flush()
-                os.fsync(f.fileno())
+            append_lines(self.audit_path, audit_lines(s.audit[self._file_length : s.audit_length]))
         self._file_epoch, self._file_length = s.epoch, s.audit_length
         if s.core is not None:  # after the log: a crash in between only means replaying more of it
             save_atomic({**s.core, "audit_length": s.core_audit_length}, self.path)
-
-    def _rewrite_audit(self, lines: list[str]) -> None:
-        self.audit_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.audit_path.parent, prefix=AUDIT_FILE + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.writelines(lines)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.audit_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise

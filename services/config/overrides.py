@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from services.config import RewardConfig, RootConfig
+from services.config.schema import RootConfig
+from services.rewards.config import RewardConfig
 from services.objectives.registry import objective_class
 
 # Settings each preset applies before the user's overrides.

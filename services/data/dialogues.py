@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import yaml
 
-from services.objectives.registry import unknown_name_message
+from services.config.names import unknown_name_message
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from services.config import DataConfig
+    from services.config.schema import DataConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,20 @@
 """Typed run configuration.
 
 Every section is a pydantic model with `extra="forbid"`, so a misspelt key is an error. Command-line
-`key=value` overrides are applied by `services.overrides`; this module only defines the schema and the
+`key=value` overrides are applied by `services.config.overrides`; this module only defines the schema and the
 cross-field checks that must pass before any actor starts.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, SerializeAsAny, field_validator, model_validator
 
-from services.objectives.registry import ObjectiveConfig, objective_config_from_dict
+from services.objectives.options import ObjectiveConfig
+from services.objectives.registry import objective_config_from_dict
+from services.rewards.config import RewardConfig
 
 
 class Section(BaseModel):
@@ -85,29 +86,6 @@ class RolloutConfig(Section):
         description="vLLM only: skip torch.compile and CUDA graphs. None = eager on CPU (compiling SmolLM2 there costs "
         "64-100 s per engine start for 0-18% faster decoding), compiled on GPU.",
     )
-
-
-Direction = Literal["ge", "le", "eq"]
-
-
-class RewardConfig(Section):
-    kind: str = Field(description="Reward function kind (meteor, bleu, sacrebleu, rouge, length, similarity, classifier, hf_model).")
-    weight: float = Field(1.0, description="Fixed weight α for composite objectives (ppo, ppo_sat).")
-    threshold: float | None = Field(None, description="Constraint threshold θ for constrained objectives.")
-    direction: Direction | None = Field(
-        None,
-        description="Constraint direction: ge (r ≥ θ), le (r ≤ θ), eq (r = θ); null = the objective's own "
-        "(ge for mu_ppo/ppo_lagrangian/l3m, eq for xi_ppo/nm_ppo, le for all_ppo).",
-    )
-    actor: int = Field(0, ge=0, description="Index of the reward actor that hosts this reward.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the reward function.")
-
-    @field_validator("weight", "threshold")
-    @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
 
 
 def default_rewards() -> dict[str, RewardConfig]:

@@ -19,7 +19,7 @@ import torch
 from filelock import FileLock
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from services.paths import cache_dir
+from services.config.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
-"""`python -m services.proxy_points`: [000] Algorithm 2, phase 1 — thresholds θ* from single-reward runs.
+"""`python -m services.thresholds.proxy_points`: [000] Algorithm 2, phase 1 — thresholds θ* from single-reward runs.
 
-    python -m services.proxy_points --runs runs/proxy-meteor runs/proxy-topic \\
+    python -m services.thresholds.proxy_points --runs runs/proxy-meteor runs/proxy-topic \\
         --plot proxy.png --out proxy.txt
     python -m services.launch @proxy.txt trainer.iterations=100      # phase 2: ξ-PPO at θ*
 
 Each single-reward PPO run evaluates its policy on the held-out split every `evaluation.every` iterations;
 every such record in its metrics.jsonl (plus final_eval.json) is one point (r_1..r_N, eval_score), with
 r_i = `eval/reward/<name>` and eval_score = `eval/score`. Pooled over the runs, the points trace the eval
-surface over the reward space; services/proxy_fit.py fits it (polynomial + KDE mask, A.3) and θ* is its
+surface over the reward space; services/thresholds/proxy_fit.py fits it (polynomial + KDE mask, A.3) and θ* is its
 argmax where the data is dense enough to trust it. The correlation between rewards is why θ* is not simply
 each run's own best value.
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from services.proxy_fit import ProxyFit, ProxyFitConfig, fit_proxy_points
+from services.thresholds.proxy_fit import ProxyFit, ProxyFitConfig, fit_proxy_points
 
 __all__ = ["Points", "main", "override_lines", "points_from_runs", "read_points_csv", "write_points_csv"]
 
@@ -210,7 +210,7 @@ def override_lines(fit: ProxyFit, objective: str = "xi_ppo", sources: Sequence[s
     digits: far finer than any RM's evaluation noise.
     """
     header = [
-        "# Proxy point θ* ([000] Algorithm 2, phase 1), written by services.proxy_points",
+        "# Proxy point θ* ([000] Algorithm 2, phase 1), written by services.thresholds.proxy_points",
         f"# {len(fit.scores)} points" + (f" from: {', '.join(sources)}" if sources else ""),
         f"# surface: degree {fit.config.degree}, R² {fit.r2:.3f}; predicted eval_score at θ*: {fit.predicted_eval:.4f}",
         "# use: python -m services.launch @THIS_FILE [more overrides]  (with the proxy runs' reward definitions)",
@@ -239,14 +239,14 @@ def summary(fit: ProxyFit, points: Points) -> dict[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m services.proxy_points", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m services.thresholds.proxy_points", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     src = p.add_argument_group("points (at least one source)")
     src.add_argument("--runs", nargs="+", type=Path, default=[], metavar="DIR", help="single-reward run directories")
     src.add_argument("--points", nargs="+", type=Path, default=[], metavar="CSV", help="CSV files of points")
     src.add_argument("--rewards", nargs="+", metavar="NAME", help="reward coordinates, in order (default: all common ones)")
     src.add_argument("--no-final", action="store_true", help="ignore final_eval.json in run directories")
-    fit = p.add_argument_group("surface fit (services/proxy_fit.py)")
+    fit = p.add_argument_group("surface fit (services/thresholds/proxy_fit.py)")
     fit.add_argument("--degree", type=int, default=2, help="polynomial degree (A.3 used 10; 2 is far more stable)")
     fit.add_argument("--ridge-alpha", type=float, default=1e-6, help="L2 penalty on the coefficients")
     fit.add_argument("--density-quantile", type=float, default=0.05,
@@ -314,7 +314,7 @@ def _write_outputs(args: argparse.Namespace, fit: ProxyFit, points: Points) -> d
         args.out.write_text("\n".join(override_lines(fit, args.objective, list(points.counts()))) + "\n")
         written["out"] = args.out
     if args.plot is not None:
-        from services.proxy_fit import plot_contour
+        from services.thresholds.proxy_fit import plot_contour
 
         if len(fit.names) < 2:
             raise ProxyPointsError("--plot needs at least two rewards (a contour is over two reward axes)")

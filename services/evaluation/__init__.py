@@ -1,4 +1,4 @@
-"""Held-out evaluation metrics and the normalised eval_score (ALGORITHMS.md §12). Pure Python/numpy."""
+"""Held-out evaluation metrics and the normalised eval_score (docs/ALGORITHMS.md §12). Pure Python/numpy."""
 
 from services.evaluation.metrics import (
     A1_BOUNDS,

@@ -1,4 +1,4 @@
-"""Corpus-level evaluation metrics and the normalised ``eval_score`` (ALGORITHMS.md §12).
+"""Corpus-level evaluation metrics and the normalised ``eval_score`` (docs/ALGORITHMS.md §12).
 
 The evaluation score is the held-out "ground truth" that NM-PPO optimises and that the proxy-point fit
 models. It is built only from metrics that are *not* training rewards (METEOR and intent are rewards), so

@@ -1,4 +1,4 @@
-"""`l3m`: relaxed log-barrier constrained fine-tuning ([004], ALGORITHMS.md §10). Not PPO.
+"""`l3m`: relaxed log-barrier constrained fine-tuning ([004], docs/ALGORITHMS.md §10). Not PPO.
 
 Problem: minimise L(θ) = E[length-normalised NLL of the reference response] (SFT on (context, reference))
 subject to C_i(θ) = E_{y∼π_θ}[c_i(y)] ≤ 0, with c_i = b_i − r_i for `ge` rewards and r_i − b_i for `le`.
@@ -11,7 +11,7 @@ Learner call order, once per optimiser step (`update_kind == "l3m"`):
         # SFT minibatch of (prompt, reference response); token log-probs under π_θ, with grad
         loss = objective.task_loss(token_logprobs [B, T], mask [B, T])
     else:  # "constraint"
-        # sample y ∼ π_θ for a batch of prompts (top-p = objective.config.top_p), score them with the
+        # sample y ∼ π_θ for a batch of prompts (the run's rollout.sampling; the paper's top-p 0.9 is rollout.sampling.top_p=0.9), score them with the
         # reward actors → scores [B, N] (config reward order); ℓ̄_j = masked mean of token log-probs of y_j
         # under π_θ, with grad → seq_mean_logprob [B]
         loss = objective.constraint_loss(seq_mean_logprob, scores)   # updates C̄ (EMA), λ̂ detached
@@ -22,7 +22,7 @@ There is no KL term, reference model, critic or advantage. `set_total_steps(n)` 
 optimiser steps of either kind) must be called before the first step unless `total_steps` is configured;
 μ follows μ_0·(μ_T/μ_0)^{min(step, T)/T}, i.e. μ ← γ_μ·μ each step and then stays at μ_T.
 
-Spec choices ([004] has no code; REFERENCE_NOTES §2): EMA weight 0.1 is on the new batch, the first
+Spec choices ([004] has no code; docs/ALGORITHMS.md §10, departures): EMA weight 0.1 is on the new batch, the first
 batch sets C̄; μ decays on every step of either kind; no baseline in the constraint gradient; λ̂ detached.
 C̄ is stored as an EMA of the batch-mean *scores* (C is linear in r), so a threshold changed mid-run takes
 effect at once.
@@ -72,7 +72,6 @@ class L3MConfig(ObjectiveConfig):
     ema: float = Field(0.1, gt=0.0, le=1.0, description="EMA weight on the new batch's constraint estimate.")
     task_probability: float = Field(0.5, ge=0.0, le=1.0, description="Probability of a task (SFT) step; 0.5 = fair coin.")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient-norm clip, applied to each step separately.")
-    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling for constraint-step rollouts.")
     seed: int = Field(0, description="Seed of the task/constraint coin.")
 
     @model_validator(mode="after")

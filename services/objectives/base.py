@@ -3,7 +3,7 @@
 An objective turns sequence-level reward-model scores into per-token reward *streams*, mixes the
 per-stream advantages into the one advantage the policy loss uses, and owns whatever state it learns
 while training (KL coefficient, Lagrange multipliers, mirror-descent weights, …). The learner calls it in
-this order every iteration (ALGORITHMS.md §0):
+this order every iteration (docs/ALGORITHMS.md §0):
 
 1. `build_streams(batch)`          after the rollout, before GAE (may update state, e.g. the KL controller)
 2. per PPO minibatch:
@@ -81,7 +81,7 @@ def terminal_reward(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def normalize_streams(
     advantages: torch.Tensor, scale: bool = True, weight: torch.Tensor | None = None, center: bool = True
 ) -> torch.Tensor:
-    """Per-stream minibatch normalisation, ALGORITHMS.md §0. advantages: [M, S] → [M, S].
+    """Per-stream minibatch normalisation, docs/ALGORITHMS.md §0. advantages: [M, S] → [M, S].
 
     scale=False only centres (the spec's `normalize_advantage=False`); center=False (with scale=False)
     returns the advantages unchanged.

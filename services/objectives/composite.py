@@ -1,4 +1,4 @@
-"""Single-stream objectives over a composite reward (ALGORITHMS.md §1, §2, §8).
+"""Single-stream objectives over a composite reward (docs/ALGORITHMS.md §1, §2, §8).
 
 All three share one per-token stream ρ_t = −β·k_t + 1[t = T]·R(τ) with the adaptive KL controller of §1;
 they differ only in the sequence-level composite R:
@@ -100,7 +100,7 @@ class PPOSat(KLPenalisedComposite):
 
     θ = rewards.*.threshold are targets; the penalty is two-sided, so `direction` is ignored.
 
-    Variance pathology (kept on purpose, ALGORITHMS.md §2): the penalty is per sample, so
+    Variance pathology (kept on purpose, docs/ALGORITHMS.md §2): the penalty is per sample, so
     E[(r − θ)²] = (E r − θ)² + Var r. For a binary reward with θ < 0.5 the wrong outcome (0) is closer to θ
     than the right one (1): −(1 − 0.48)² = −0.2704 < −(0 − 0.48)² = −0.2304, and PPO-SAT drives the accuracy
     *down*. `build_streams` logs a warning once per reward when it sees this (all scores in {0, 1}, θ < 0.5).
@@ -130,7 +130,7 @@ class PPOSat(KLPenalisedComposite):
                 logger.warning(
                     "ppo_sat: reward '%s' looks binary and its target %.3g < 0.5, so the per-sample penalty "
                     "−(r − θ)² scores r = 0 (%.4f) above r = 1 (%.4f) and training will push this reward down "
-                    "(ALGORITHMS.md §2).",
+                    "(docs/ALGORITHMS.md §2).",
                     name, theta, -(theta**2), -((1 - theta) ** 2),
                 )
 

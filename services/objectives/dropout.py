@@ -1,4 +1,4 @@
-"""`reward_dropout` ([002], ALGORITHMS.md §9): drop low bi-objective-reward sequences from the update.
+"""`reward_dropout` ([002], docs/ALGORITHMS.md §9): drop low bi-objective-reward sequences from the update.
 
 Per rollout (`build_streams`): r̂(τ) = R(τ) + λ_β·ln β(τ), where R = Σ_i α_i r_i (rewards.*.weight) and
 ln β(τ) = Σ_t log π_0(a_t|s_t) from `ref_logprobs` (the mean instead of the sum with `length_normalize`).

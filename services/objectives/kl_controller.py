@@ -1,4 +1,4 @@
-"""Adaptive KL coefficient (Ziegler et al. 2019), as in RL4LMs and ALGORITHMS.md §1."""
+"""Adaptive KL coefficient (Ziegler et al. 2019), as in RL4LMs and docs/ALGORITHMS.md §1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Constrained PPO with squashed Lagrange multipliers: `mu_ppo`, `xi_ppo`, `all_ppo` (ALGORITHMS.md §3–§6).
+"""Constrained PPO with squashed Lagrange multipliers: `mu_ppo`, `xi_ppo`, `all_ppo` (docs/ALGORITHMS.md §3–§6).
 
 Streams (column order): one per reward, ρ^(i)_t = 1[t = T]·r_i, then the KL stream ρ^(KL)_t = −β·k_t
 (All-PPO's `kl_in_streams=True` instead adds −β·k_t to every reward stream and has no KL stream).

@@ -1,4 +1,4 @@
-"""Ask/tell Nelder–Mead over constraint-threshold vectors, the outer loop of NM-PPO (ALGORITHMS.md §7).
+"""Ask/tell Nelder–Mead over constraint-threshold vectors, the outer loop of NM-PPO (docs/ALGORITHMS.md §7).
 
 NM-PPO searches for the proxy points θ (one threshold per constrained reward) during a single run: each
 proposed θ is "evaluated" by continuing ξ-PPO training towards it and reading the held-out eval_score.

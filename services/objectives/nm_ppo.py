@@ -1,4 +1,4 @@
-"""`nm_ppo`: ξ-PPO whose thresholds are searched by Nelder–Mead during a single run (ALGORITHMS.md §7, [000] Alg. 3).
+"""`nm_ppo`: ξ-PPO whose thresholds are searched by Nelder–Mead during a single run (docs/ALGORITHMS.md §7, [000] Alg. 3).
 
 The proxy point θ* (the reward targets at which the held-out eval_score peaks) is normally found offline
 from single-reward runs (services/thresholds/proxy_points.py, [000] Alg. 2). NM-PPO finds it *inside* one run
@@ -40,9 +40,11 @@ and a score of a different θ would corrupt the simplex. The search then resumes
 proposal (or, after convergence, the best θ) becomes the target again with a fresh window. A change made
 before the first evaluation only sets the thresholds used until that evaluation starts the search.
 
-**Hyperparameter changes mid-run:** the NM coefficients, cache rule, cap and reached tolerance are read
-from the live config, so a change applies from the next decision; `simplex_low/high/spread` and `seed` only
-shape the initial simplex and have no effect once it exists.
+**Hyperparameter changes mid-run** (`PATCH /v1/objective`): the cap (`iterations_per_threshold`), the
+reached tolerance and every ξ-PPO option are read from the spec the coordinator hands out, so a change
+applies from the next iteration. The NM coefficients, the cache rule and `simplex_low/high/spread`/`seed`
+are the running search's state or only shape its initial simplex: they are frozen after start and refused
+with that reason (`NMPPOConfig.frozen_after_start`).
 
 Thresholds (`rewards.*.threshold`) are optional: when set they are what ξ-PPO trains towards before the
 first evaluation (normally there is none: the driver evaluates before iteration 0); when unset the
@@ -79,6 +81,9 @@ class NMPPOConfig(XiPPOConfig):
     frozen_after_start: ClassVar[dict[str, str]] = {
         field: "is part of the running Nelder–Mead search's state; start a new run to change it"
         for field in ("alpha", "gamma", "rho", "sigma", "tol", "cache_mode", "cache_tol")
+    } | {
+        field: "only shapes the initial simplex, which exists from the first evaluation; start a new run"
+        for field in ("simplex_low", "simplex_high", "simplex_spread")
     }
 
     name: Literal["nm_ppo"] = Field(  # type: ignore[assignment]

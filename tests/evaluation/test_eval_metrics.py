@@ -1,4 +1,4 @@
-"""Evaluation metrics and eval_score (ALGORITHMS.md §12)."""
+"""Evaluation metrics and eval_score (docs/ALGORITHMS.md §12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bandit machinery for the behavioural tests of ALGORITHMS.md: one-token episodes through the objectives.
+"""Bandit machinery for the behavioural tests of docs/ALGORITHMS.md: one-token episodes through the objectives.
 
 An episode is one arm pull (T = 1): kl = log π(a) − log π_0(a), scores [B, N] = the arm's rewards. With no
 critic (V ≡ 0) and T = 1, GAE gives Â = ρ and the reward-to-go U = ρ, so each stream's per-token reward *is*

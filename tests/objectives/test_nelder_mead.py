@@ -1,4 +1,4 @@
-"""Ask/tell Nelder–Mead over thresholds (ALGORITHMS.md §7)."""
+"""Ask/tell Nelder–Mead over thresholds (docs/ALGORITHMS.md §7)."""
 
 from __future__ import annotations
 

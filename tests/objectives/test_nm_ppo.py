@@ -1,4 +1,4 @@
-"""`nm_ppo` (ALGORITHMS.md §7): ξ-PPO thresholds driven by the ask/tell Nelder–Mead, through the learner hooks.
+"""`nm_ppo` (docs/ALGORITHMS.md §7): ξ-PPO thresholds driven by the ask/tell Nelder–Mead, through the learner hooks.
 
 The objective is driven exactly as the learner drives it: `observe_evaluation(k, evaluation)` at the start of
 every `every`-th update, then `build_streams` once per update. The "policy" is a synthetic surface whose

@@ -1,4 +1,4 @@
-"""ALGORITHMS.md §0 shared GAE sanity test, against services/ppo/gae.py."""
+"""docs/ALGORITHMS.md §0 shared GAE sanity test, against services/ppo/gae.py."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""ALGORITHMS.md §1 KL controller sanity test."""
+"""docs/ALGORITHMS.md §1 KL controller sanity test."""
 
 import pytest
 

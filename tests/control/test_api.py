@@ -13,7 +13,7 @@ from services.coordinator import changes, protocol
 from services.control.auth import TOKEN_ENV
 
 from .live import Live
-from .test_coordination import commit_from, snapshot
+from coordinator.test_state_changes import commit_from, snapshot
 
 CHANGES = [
     ("PUT", "/v1/constraints/meteor", {"threshold": 0.3}),

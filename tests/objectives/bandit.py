@@ -16,6 +16,7 @@ import torch
 from services.rewards.config import RewardConfig
 from services.objectives.base import Objective, RolloutTensors
 from services.objectives.registry import build_objective, objective_config_from_dict
+from services.ppo.objective_step import one_token_update
 
 
 def make_objective(name: str, rewards: dict[str, dict], **options: object) -> Objective:
@@ -80,22 +81,21 @@ def ppo_iteration(
     lr: float,
     minibatches: int = 1,
 ) -> np.ndarray:
-    """One rollout + update through build_streams → (mix_advantages → step → after_minibatch) per minibatch.
+    """One rollout + update through `services.ppo.objective_step.one_token_update`: build_streams →
+    (mix_advantages → REINFORCE step → after_minibatch) per minibatch.
 
     arm_scores: [K, N] reward of each arm. Returns the pulled arms [batch].
     """
     actions = policy.sample(rng, batch)
     rollout = one_token_batch(arm_scores[actions], policy.logp[actions], policy.ref_logp[actions])
-    streams = objective.build_streams(rollout)
-    advantages = streams.rewards[:, 0, :]  # [B, S]: T = 1 and V ≡ 0, so Â = U = ρ
-    weight = streams.sequence_weight  # [B] or None (all 1)
     order = rng.permutation(batch) if minibatches > 1 else np.arange(batch)
-    for idx in np.array_split(order, minibatches):
-        index = torch.from_numpy(idx)
-        w = None if weight is None else weight[index]
-        mixed = objective.mix_advantages(advantages[index], w)
-        policy.reinforce(actions[idx], mixed.double().numpy(), lr, None if w is None else w.double().numpy())
-        objective.after_minibatch(advantages[index])
+    indices = [torch.from_numpy(idx) for idx in np.array_split(order, minibatches)]
+
+    def step(index: torch.Tensor, mixed: torch.Tensor, weight: torch.Tensor | None) -> None:
+        idx = index.numpy()
+        policy.reinforce(actions[idx], mixed.double().numpy(), lr, None if weight is None else weight.double().numpy())
+
+    one_token_update(objective, rollout, indices, step)
     return actions
 
 

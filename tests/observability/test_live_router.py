@@ -24,7 +24,7 @@ from services.coordinator.telemetry import RunTelemetry
 
 from .harness import ROOT
 
-RECORDS = [json.loads(line) for line in (ROOT / "tests" / "data" / "metrics_mu_ppo_smoke.jsonl").read_text().splitlines()]
+RECORDS = [json.loads(line) for line in (ROOT / "tests" / "fixtures" / "metrics_mu_ppo_smoke.jsonl").read_text().splitlines()]
 TOKEN = "t" * 32
 
 

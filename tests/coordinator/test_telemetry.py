@@ -1,4 +1,4 @@
-"""RunTelemetry against real records (tests/data/metrics_mu_ppo_smoke.jsonl: 3 iterations of a real
+"""RunTelemetry against real records (tests/fixtures/metrics_mu_ppo_smoke.jsonl: 3 iterations of a real
 `preset=smoke objective=mu_ppo evaluation.every=1` run, as the driver wrote them)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.coordinator.telemetry import ACTOR_KINDS, PHASES, RunTelemetry
 
-RECORDS = [json.loads(line) for line in (Path(__file__).parent / "data" / "metrics_mu_ppo_smoke.jsonl").read_text().splitlines()]
+RECORDS = [json.loads(line) for line in (Path(__file__).parents[1] / "fixtures" / "metrics_mu_ppo_smoke.jsonl").read_text().splitlines()]
 REWARDS = ["meteor", "topic"]
 # What the learner returns to the coordinator's commit; the driver adds these afterwards.
 DRIVER_KEYS = ("time/sync", "time/wall", "time/eval")

@@ -20,7 +20,7 @@ from services.objectives.registry import OBJECTIVES
 from services.objectives.spec import Handout, objective_for
 from services.config.overrides import build_config
 
-from .live import smoke_config
+from control.live import smoke_config
 
 
 def learner_lambda_step(state: CoordinatorState, handed: Handout, means: list[float]) -> torch.Tensor:

@@ -16,7 +16,7 @@ TRUE_THETA = np.array([0.23, 0.48])  # (meteor, topic) maximiser of the syntheti
 
 
 def surface(x: np.ndarray) -> np.ndarray:
-    """Peak 0.8 at TRUE_THETA with a cross term (correlated rewards), as in tests/test_proxy_fit.py."""
+    """Peak 0.8 at TRUE_THETA with a cross term (correlated rewards), as in tests/thresholds/test_proxy_fit.py."""
     d = (x - TRUE_THETA) / np.array([0.05, 0.1])
     return 0.8 - d[:, 0] ** 2 - d[:, 1] ** 2 - 0.8 * d[:, 0] * d[:, 1]
 
@@ -62,7 +62,7 @@ def test_cli_end_to_end_finds_the_maximiser_and_writes_a_launchable_file(runs: l
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     theta = np.array([summary["theta_star"]["meteor"], summary["theta_star"]["topic"]])
-    # same tolerance as tests/test_proxy_fit.py for degree 2: ≤ 2 % of the sampled box per axis
+    # same tolerance as tests/thresholds/test_proxy_fit.py for degree 2: ≤ 2 % of the sampled box per axis
     assert np.all(np.abs(theta - TRUE_THETA) <= (0.002, 0.004)), theta
     assert summary["points"] == 150 and summary["predicted_eval"] == pytest.approx(0.8, abs=0.03)
     assert summary["sources"] == {str(runs[0]): 75, str(runs[1]): 75}  # final_eval.json counted

@@ -8,6 +8,7 @@
     crlhf pause | resume | checkpoint | stop
     crlhf audit [--limit N]                    every change: when, who, old → new, from which iteration
     crlhf nelder-mead                          Nelder–Mead simplex and history (nm_ppo)
+    crlhf report [RUN_DIR]                     per-reward summary + report.png, from the run's files (no server)
 
 The run is found from --run-dir / --url, else CRLHF_RUN_DIR / CRLHF_URL, else the newest ./runs/* with a
 control.json. The token comes from CRLHF_CONTROL_TOKEN or the run directory's control.token. Changes apply
@@ -215,11 +216,39 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--since", type=int, default=0, help="first sequence number")
     audit.add_argument("--limit", type=int, default=None, help="only the last N entries")
     sub.add_parser("nelder-mead", help="Nelder–Mead state and history (nm_ppo)")
+    rep = sub.add_parser("report", help="summary table and report.png of a finished or live run (reads its files)")
+    rep.add_argument("directory", nargs="?", help="run directory (default: --run-dir, CRLHF_RUN_DIR or the newest ./runs/*)")
     return p
+
+
+def report(directory: str | None, runs_root: str = "runs") -> int:
+    """Reads metrics.jsonl and config.yaml only, so it works after the run (and its server) ended."""
+    import os
+    from pathlib import Path
+
+    from services.run import report as run_report
+
+    chosen = directory or os.environ.get("CRLHF_RUN_DIR")
+    if chosen is None:
+        candidates = sorted(Path(runs_root).glob("*/metrics.jsonl"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            print(f"crlhf: no run to report on: pass RUN_DIR (no {runs_root}/*/metrics.jsonl here)", file=sys.stderr)
+            return 2
+        chosen = str(candidates[-1].parent)
+    try:
+        summary, picture = run_report.write(Path(chosen))
+    except FileNotFoundError as err:
+        print(f"crlhf: {err}", file=sys.stderr)
+        return 2
+    out.print(summary)
+    out.print(f"report: {picture}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "report":
+        return report(args.directory or args.run_dir)
     try:
         target = discover(args.run_dir, args.url)
     except ControlError as e:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,32 +23,33 @@ from typing import Any
 
 import ray
 import yaml
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
-from services.actors.coordinator import Coordinator
-from services.actors.learner import LearnerActor
-from services.actors.reward import RewardActor
-from services.actors.rollout import RolloutActor
 from services.config.schema import RootConfig
 from services.data.dialogues import DialogueExample, PromptSampler
 from services.evaluation.run_eval import evaluation_record
-from services.rollout.placement import rollout_placement
 from services.rollout.weight_sync import make_weight_sync
+from services.run import actors, checkpoints
+from services.run.console import ITERATION_LOGGER
 
 log = logging.getLogger("crlhf")
+iteration_log = logging.getLogger(ITERATION_LOGGER)
 
 
 class RunError(RuntimeError):
     """The run stopped on an error; the message says what and where the last checkpoint is."""
 
 
-def reward_groups(config: RootConfig) -> list[dict[str, Any]]:
-    """Rewards grouped by `rewards.*.actor`; one reward actor per non-empty group."""
-    groups: dict[int, dict[str, Any]] = {}
-    for name, reward in config.rewards.items():
-        groups.setdefault(reward.actor, {})[name] = reward
-    return [groups[k] for k in sorted(groups)]
+def live_numbers(record: dict[str, Any]) -> str:
+    """The progress bar's postfix: each reward (against its threshold), KL, seconds per iteration."""
+    parts = []
+    for key, value in record.items():
+        if key.startswith("reward/"):
+            name = key.split("/", 1)[1]
+            threshold = record.get(f"threshold/{name}")
+            parts.append(f"{name} {value:.3f}" + (f"/{threshold:.3f}" if threshold is not None else ""))
+    parts.append(f"kl {record.get('kl', 0.0):.3f}")
+    return " ".join(parts)
 
 
 def format_line(record: dict[str, Any]) -> str:
@@ -91,88 +91,35 @@ class Driver:
         self.metrics_path = run_dir / "metrics.jsonl"
         self.checkpoints = run_dir / "checkpoints"
         self.sampler = PromptSampler(examples, seed=config.data.seed)
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        # A coordinator that dies (e.g. killed by the OOM killer) is restarted by Ray and reloads coordinator.pt,
-        # so queued REST changes and the audit log survive; the call in flight fails and the driver reports it.
-        self.coordinator = Coordinator.options(num_cpus=0, scheduling_strategy=here, max_restarts=3).remote(config, str(run_dir))
-        self.placement_group: Any = None
-        self.rollout = [RolloutActor.options(**options).remote(config, rank) for rank, options in enumerate(self._rollout_options())]
-        self.rewards = [
-            RewardActor.options(num_cpus=config.reward_actors.num_cpus, num_gpus=config.reward_actors.num_gpus).remote(group)
-            for group in reward_groups(config)
-        ]
-        self.learner = LearnerActor.options(num_cpus=config.learner.num_cpus, num_gpus=config.learner.num_gpus).remote(config)
+        self.actors = actors.start(config, run_dir)
+        self.coordinator, self.learner = self.actors.coordinator, self.actors.learner
+        self.rollout, self.rewards = self.actors.rollout, self.actors.rewards
         self.start_iteration = 0
         self.weight_sync = make_weight_sync(config, self.learner, self.rollout)
         self.weight_sync.setup()
         self._pending: PendingRollout | None = None  # the prefetched rollout (trainer.async_rollout)
+        self._initial_evaluation: dict[str, Any] | None = None  # measured for threshold=auto before iteration 0
 
-    def _rollout_options(self) -> list[dict[str, Any]]:
-        """Ray options per rollout actor: plain resource requests on CPU; on GPU, a bundle of one placement
-        group reserved for all of them (services/rollout/placement.py)."""
-        r = self.config.rollout
-        plan = rollout_placement(r.num_actors, r.num_cpus, r.num_gpus, r.tensor_parallel_size)
-        if plan is None:
-            return [{"num_cpus": r.num_cpus, "num_gpus": r.num_gpus} for _ in range(r.num_actors)]
-        from ray.util.placement_group import placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        self.placement_group = placement_group(plan.bundles, strategy=plan.strategy)
-        log.info("waiting for the rollout placement group: %s", plan.bundles)
-        ray.get(self.placement_group.ready())
-        return [
-            {
-                "num_cpus": a.num_cpus,
-                "num_gpus": a.num_gpus,
-                "scheduling_strategy": PlacementGroupSchedulingStrategy(
-                    placement_group=self.placement_group,
-                    placement_group_bundle_index=a.bundle_index,
-                    placement_group_capture_child_tasks=True,  # vLLM's TP workers land in the same group
-                ),
-                **({"runtime_env": {"env_vars": a.env_vars()}} if a.env_vars() else {}),
-            }
-            for a in plan.actors
-        ]
-
-    # --- checkpoints ---------------------------------------------------------------------------
+    # --- checkpoints (services/run/checkpoints.py) ---------------------------------------------
     def save_checkpoint(self, iteration: int) -> Path:
         self._discard_prefetch()  # the saved sampler position must not skip a batch nobody trained on
-        target = self.checkpoints / f"iter_{iteration:06d}"
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        ray.get(self.learner.save.remote(str(partial)))
-        from services.coordinator.store import save_atomic
-
-        save_atomic(ray.get(self.coordinator.state_dict.remote()), partial / "coordinator.pt")
-        (partial / "driver.json").write_text(json.dumps({"iteration": iteration, "sampler": self.sampler.state_dict()}))
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
-        (self.checkpoints / "latest.tmp").write_text(target.name)
-        (self.checkpoints / "latest.tmp").replace(self.checkpoints / "latest")
-        for old in sorted(p for p in self.checkpoints.glob("iter_*") if not p.name.endswith(".partial"))[: -self.config.checkpoint.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-        return target
+        return checkpoints.save(
+            self.checkpoints, iteration, self.learner, self.coordinator, self.sampler.state_dict(), self.config.checkpoint.keep_last
+        )
 
     def restore(self) -> None:
         """Continue from the latest checkpoint: same iteration counter, objective state, data position."""
-        latest = self.checkpoints / "latest"
-        if not latest.exists():
+        found = checkpoints.latest(self.checkpoints)
+        if found is None:
             log.info("no checkpoint in %s: starting from iteration 0", self.run_dir)
             return
-        directory = self.checkpoints / latest.read_text().strip()
-        meta = json.loads((directory / "driver.json").read_text())
-        from services.coordinator.store import load_state
-
-        if self.metrics_path.exists():  # drop records of iterations after the checkpoint
-            kept = [line for line in self.metrics_path.read_text().splitlines() if json.loads(line)["iteration"] <= meta["iteration"]]
-            self.metrics_path.write_text("".join(line + "\n" for line in kept))
-        ray.get(self.learner.load.remote(str(directory), meta["iteration"] + 1))
-        ray.get(self.coordinator.load_state_dict.remote(load_state(directory / "coordinator.pt")))
-        self.sampler.load_state_dict(meta["sampler"])
-        self.start_iteration = meta["iteration"] + 1
-        self.weight_sync.sync(meta["iteration"] + 1)
-        log.info("resumed from %s at iteration %d", directory, self.start_iteration)
+        checkpoints.trim_metrics(self.metrics_path, found.iteration)
+        ray.get(self.learner.load.remote(str(found.directory), found.iteration + 1))
+        ray.get(self.coordinator.load_state_dict.remote(found.coordinator))
+        self.sampler.load_state_dict(found.sampler)
+        self.start_iteration = found.iteration + 1
+        self.weight_sync.sync(found.iteration + 1)
+        log.info("resumed from %s at iteration %d", found.directory, self.start_iteration)
 
     def _discard_prefetch(self) -> None:
         """Drain at a checkpoint or stop boundary: forget the prefetched rollout and rewind the sampler to
@@ -218,8 +165,10 @@ class Driver:
         before = self.sampler.state_dict()
         examples = self.sampler.next_batch(cfg.rollout.batch_size)
         n = len(self.rollout)
+        group = cfg.rollout.samples_per_prompt
+        # K completions of each prompt, kept together in one shard so the learner sees contiguous groups.
         shards = [
-            actor.generate.remote(examples[rank::n], seed=cfg.trainer.seed * 100_003 + k * 101 + rank)
+            actor.generate.remote([e for e in examples[rank::n] for _ in range(group)], seed=cfg.trainer.seed * 100_003 + k * 101 + rank)
             for rank, actor in enumerate(self.rollout)
         ]
         scores = [actor.score.remote(*shards) for actor in self.rewards]
@@ -232,8 +181,36 @@ class Driver:
         at_checkpoint = bool(cfg.checkpoint.every) and (k + 1) % cfg.checkpoint.every == 0
         return cfg.trainer.async_rollout and k + 1 < cfg.trainer.iterations and not at_checkpoint
 
+    def measure_auto_thresholds(self) -> dict[str, Any] | None:
+        """threshold=auto: evaluate the untrained policy on held-out data and set each such threshold from it
+        (through the coordinator, so it is audited and applies from iteration 0). Returns the evaluation, which
+        then also serves as iteration 0's when evaluation.every asks for one."""
+        from services.objectives import spec as objective_spec
+        from services.rewards.config import auto_threshold
+        from services.rewards.registry import reward_class
+
+        launch = objective_spec.ObjectiveSpec.at_launch(self.config.objective, self.config.rewards)
+        constrained = objective_spec.build(launch, self.config.rewards).constrained_rewards()
+        auto = {n: r for n, r in self.config.rewards.items() if r.threshold == "auto" and n in constrained}
+        if not auto or self.start_iteration > 0:
+            return None
+        evaluation = self.evaluate()
+        directions = dict(zip(self.config.rewards, launch.directions))
+        for name, reward in auto.items():
+            start = evaluation[f"eval/reward/{name}"]
+            theta = auto_threshold(start, directions[name], reward.auto_margin, reward_class(reward.kind).score_range)
+            ray.get(self.coordinator.set_threshold.remote(name, theta, "thresholds=auto"))
+            log.info("threshold=auto: %s starts at %.4f on held-out data → θ = %.4f (%s, margin %.0f%%)",
+                     name, start, theta, directions[name], 100 * reward.auto_margin)
+        self._initial_evaluation = evaluation
+        return evaluation
+
     def iteration(self, k: int) -> dict[str, Any]:
-        evaluation = self.evaluate() if self._evaluates_before(k) else None
+        initial, self._initial_evaluation = self._initial_evaluation, None
+        if initial is not None and k == 0:
+            evaluation = initial if self._evaluates_before(k) else None
+        else:
+            evaluation = self.evaluate() if self._evaluates_before(k) else None
         rollout = self._pending if self._pending is not None and self._pending.iteration == k else self._submit_rollout(k)
         self._pending = None
         state = self.coordinator.begin_iteration.remote(k)
@@ -284,18 +261,19 @@ class Driver:
         except ray.exceptions.RayError:
             pass
         self._pending = None
-        for actor in [self.coordinator, self.learner, *self.rollout, *self.rewards]:
+        for actor in self.actors.all():
             ray.kill(actor)
-        if self.placement_group is not None:
+        if self.actors.placement_group is not None:
             from ray.util.placement_group import remove_placement_group
 
-            remove_placement_group(self.placement_group)
+            remove_placement_group(self.actors.placement_group)
 
     def run(self) -> dict[str, Any]:
         cfg = self.config
         last: dict[str, Any] = {}
         completed = self.start_iteration - 1
         stopped = False
+        self.measure_auto_thresholds()
         bar = tqdm(range(self.start_iteration, cfg.trainer.iterations), desc="iterations", unit="it", dynamic_ncols=True)
         try:
             for k in bar:
@@ -310,8 +288,8 @@ class Driver:
                 self.coordinator.observe.remote(last)  # Prometheus/live page: adds sync, wall and eval times
                 completed = k
                 if k % cfg.trainer.log_every == 0:
-                    tqdm.write(format_line(last))
-                    log.debug(format_line(last))
+                    iteration_log.info(format_line(last))  # train.log; the bar shows the live numbers
+                bar.set_postfix_str(live_numbers(last), refresh=True)
                 if cfg.checkpoint.every and (k + 1) % cfg.checkpoint.every == 0:
                     self.save_checkpoint(k)
         except (ray.exceptions.RayError, ValueError) as err:
@@ -319,6 +297,8 @@ class Driver:
             raise RunError(f"iteration {completed + 1} failed: {root_cause(err)}\n{where}") from None
         if completed >= 0:
             log.info("final checkpoint: %s", self.save_checkpoint(completed))
+            ray.get(self.learner.export.remote(str(self.run_dir / "final")))
+            log.info("trained model: %s (Hugging Face format)", self.run_dir / "final")
         if stopped:
             ray.get(self.coordinator.mark_stopped.remote())
             return last

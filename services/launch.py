@@ -77,25 +77,30 @@ def print_config(config) -> None:
     print(render_config(config))
 
 
-def connect_ray(address: str | None, needed_cpus: float) -> None:
+def connect_ray(address: str | None, needed_cpus: float, log_file: Path | None = None) -> None:
     import ray
+
+    from services.run.console import LOG_FILE_ENV
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if ray.is_initialized():  # embedding callers (tests, notebooks) may have connected already
         return
-    runtime_env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}
+    env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    if log_file is not None:  # actors send their library logs there (services/run/console.py)
+        env[LOG_FILE_ENV] = str(log_file.resolve())
+    runtime_env = {"env_vars": env}
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, runtime_env=runtime_env)
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
         log.info("connected to Ray cluster at %s", address or os.environ["RAY_ADDRESS"])
         return
     try:
-        ray.init(address="auto", runtime_env=runtime_env)
+        ray.init(address="auto", runtime_env=runtime_env, logging_level=logging.WARNING)
         log.info("connected to the Ray cluster running on this machine")
     except ConnectionError:
         # Logical CPUs only gate scheduling: phases run one after another, so oversubscribing a small
         # machine is harmless and lets every actor start.
         cpus = max(os.cpu_count() or 1, math.ceil(needed_cpus))
-        ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env)
+        ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env, logging_level=logging.WARNING)
         log.info("started a local Ray cluster with %s logical CPUs", cpus)
 
 
@@ -107,7 +112,9 @@ def ray_get_address(driver) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from services.run.console import console_logging
+
+    console_logging()
     if "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0
@@ -129,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from services.data.dialogues import DataError, load_examples
-    from ray.exceptions import RayError
-
-    from services.driver import Driver, RunError, reward_groups, root_cause, write_config
-
+    from services.driver import write_config
     from services.evaluation.run_eval import score_bounds
 
     try:  # bad rows and bad evaluation settings are reported before any actor starts
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         held_out = config.data.eval_split is not None or config.data.eval_fraction > 0
         if config.evaluation.every and not held_out:
             log.warning("no held-out split (data.eval_fraction=0, no data.eval_split): evaluation is off")
-        eval_examples = load_examples(config.data, "eval") if config.evaluation.every and held_out else []
+        measures = any(r.threshold == "auto" for r in config.rewards.values())  # threshold=auto evaluates first
+        eval_examples = load_examples(config.data, "eval") if (config.evaluation.every or measures) and held_out else []
         score_bounds(config.evaluation.score, config.evaluation.bounds)
     except DataError as err:
         print(f"crlhf: data: {err}", file=sys.stderr)
@@ -156,9 +161,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"crlhf: run directory {run_dir} already has checkpoints; pass resume=true to continue it", file=sys.stderr)
             return 2
     write_config(config, run_dir)
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    from services.run.console import run_log
+
+    close_log = run_log(run_dir)
+    try:
+        return _train(config, run_dir, base, examples, eval_examples)
+    finally:
+        close_log()
+
+
+def _train(config, run_dir: Path, base: dict | None, examples: list, eval_examples: list) -> int:
+    from ray.exceptions import RayError
+
+    from services.driver import Driver, RunError, root_cause
+    from services.run.actors import reward_groups
+
     log.info("run directory: %s", run_dir.resolve())
 
     needed = (
@@ -166,7 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         + config.learner.num_cpus
         + config.reward_actors.num_cpus * len(reward_groups(config))
     )
-    connect_ray(config.run.ray_address, needed)
+    connect_ray(config.run.ray_address, needed, run_dir / "train.log")
+    import ray
+
+    from services.run.preflight import check_cluster, needs
+
+    problem = check_cluster(needs(config, len(reward_groups(config))), ray.cluster_resources())
+    if problem is not None:
+        log.error("%s", problem)
+        return 2
     driver = Driver(config, run_dir, examples, eval_examples)
     try:
         if base is not None:
@@ -182,6 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         driver.close()
     log.info("done: %d iterations; metrics in %s", config.trainer.iterations, driver.metrics_path)
+    if driver.metrics_path.exists():
+        from rich.console import Console
+
+        from services.run import report
+
+        summary, picture = report.write(run_dir)
+        Console(highlight=False).print(summary)
+        print(f"report: {picture}   (crlhf report {run_dir} redraws it)")
     return 0 if last is not None else 1
 
 

@@ -6,9 +6,12 @@ import os
 
 
 def quiet_process(torch_threads: int | None = None) -> None:
-    """Offline hub, no per-tensor progress bars, and a bounded torch thread pool."""
+    """Offline hub, no per-tensor progress bars, library logs to the run's train.log, a bounded torch pool."""
+    from services.run.console import actor_logging
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    actor_logging()
     import torch
     import transformers
 

@@ -57,6 +57,7 @@ class LearnerActor(NcclWeightSenderMixin):
             # ran before the rollout (synchronous runs), 1 for a batch generated during the previous update.
             staleness=max(self.version - s.weights_version for s in shards),
             behaviour=self._behaviour(shards),
+            group_size=self.config.rollout.samples_per_prompt,  # the driver keeps each prompt's group in one shard
         )
         result = self.loop.train(iteration, handout, rollout, evaluation)
         self.version += 1
@@ -74,14 +75,19 @@ class LearnerActor(NcclWeightSenderMixin):
         width = max(len(r) for s in shards for r in s.generation.response_ids)
         return BehaviourLogprobs(pad_logprobs(rows, width), torch.tensor(staleness))
 
-    def policy_state(self) -> dict[str, torch.Tensor]:
-        return self.learner.policy_state()
+    def policy_state(self, changed_only: bool = False) -> dict[str, torch.Tensor]:
+        return self.learner.policy_state(changed_only)
 
     def weights_version(self) -> int:
         return self.version
 
     def save(self, directory: str) -> None:
         self.learner.save(Path(directory), self.tokenizer)
+
+    def export(self, directory: str) -> None:
+        """The trained policy as a standalone Hugging Face model (checkpoint.export_dtype)."""
+        dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "engines": None}[self.config.checkpoint.export_dtype]
+        self.learner.models.export(Path(directory), self.tokenizer, dtype)
 
     def load(self, directory: str, version: int) -> None:
         self.learner.load(Path(directory))

@@ -21,6 +21,17 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class LoraConfig(Section):
+    r: int = Field(16, gt=0, description="Rank of each adapter (ΔW = B·A with A: r × in, B: out × r).")
+    alpha: float = Field(32.0, gt=0.0, description="Scale: ΔW is multiplied by alpha / r.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapters' input (only active in training mode).")
+    target_modules: list[str] | None = Field(
+        None,
+        description="Module names to adapt; None = the attention and MLP projections present in the model "
+        "(q/k/v/o_proj, gate/up/down_proj for Llama/Qwen/Mistral; c_attn, c_proj, c_fc for GPT-2).",
+    )
+
+
 class ModelConfig(Section):
     name_or_path: str = Field(
         "smollm2-135m-instruct",
@@ -32,6 +43,11 @@ class ModelConfig(Section):
     )
     use_chat_template: bool = Field(True, description="Format prompts with the tokenizer's chat template when it has one.")
     max_prompt_tokens: int = Field(256, gt=0, description="Prompts are left-truncated to this many tokens.")
+    lora: LoraConfig | None = Field(
+        None,
+        description="Train LoRA adapters (peft) instead of every weight: the reference is the base model with the "
+        "adapters disabled (no second copy), checkpoints hold only the adapters. null = full fine-tuning.",
+    )
 
 
 class DataConfig(Section):
@@ -77,7 +93,10 @@ class RolloutConfig(Section):
     num_actors: int = Field(1, gt=0, description="Rollout actors; each generates a shard of every batch.")
     num_cpus: float = Field(1.0, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(32, gt=0, description="Prompts (= episodes) per iteration.")
+    batch_size: int = Field(32, gt=0, description="Prompts per iteration; each gets samples_per_prompt completions (episodes).")
+    samples_per_prompt: int = Field(
+        1, gt=0, description="Completions K sampled per prompt; the group estimators (trainer.advantage=grpo|rloo) need K ≥ 2."
+    )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="vLLM only.")
     tensor_parallel_size: int = Field(1, gt=0, description="vLLM only.")
@@ -118,6 +137,16 @@ class TrainerConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0)
     gamma: float = Field(0.99, ge=0.0, le=1.0)
     gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    advantage: Literal["gae", "grpo", "rloo"] = Field(
+        "gae",
+        description="Advantage estimator: 'gae' (per-stream value heads, a critic), or the critic-free group baselines "
+        "'grpo' ((R − mean)/std within each prompt's K completions) and 'rloo' (leave-one-out mean), per reward stream. "
+        "No value model is built for grpo/rloo.",
+    )
+    group_std_floor: float = Field(
+        0.01, gt=0.0,
+        description="grpo: the group std is floored at this, so near-identical completions do not amplify noise.",
+    )
     clip_range: float = Field(0.2, gt=0.0)
     max_grad_norm: float = Field(0.5, gt=0.0)
     seed: int = 0
@@ -158,6 +187,11 @@ class EvaluationConfig(Section):
 class CheckpointConfig(Section):
     every: int = Field(10, ge=0, description="Save every N iterations (0 = only at the end).")
     keep_last: int = Field(2, gt=0, description="Older checkpoints are deleted.")
+    export_dtype: Literal["bfloat16", "float32", "engines"] = Field(
+        "bfloat16",
+        description="dtype of the standalone model written once at the end to <run dir>/final (LoRA merged in): "
+        "bfloat16 halves its size (how most hub models ship); 'engines' = the rollout engines' dtype (model.dtype).",
+    )
 
 
 class ControlConfig(Section):
@@ -236,6 +270,23 @@ class RootConfig(Section):
             except ValueError as err:
                 raise ValueError(f"rewards.{name}: {err}") from None
         self.objective.validate_rewards(self.rewards)
+        auto = [n for n, r in self.rewards.items() if r.threshold == "auto"]
+        if auto and self.data.eval_split is None and self.data.eval_fraction == 0:
+            raise ValueError(
+                f"rewards.{auto[0]}.threshold=auto measures the untrained policy on held-out data, and there is none: "
+                "set data.eval_fraction (e.g. 0.1) or data.eval_split"
+            )
+        if self.trainer.advantage != "gae":
+            if self.objective.name == "l3m":
+                raise ValueError(
+                    f"trainer.advantage={self.trainer.advantage}: objective l3m takes SFT and log-barrier steps, not "
+                    "policy-gradient steps on advantages; set trainer.advantage=gae"
+                )
+            if self.rollout.samples_per_prompt < 2:
+                raise ValueError(
+                    f"trainer.advantage={self.trainer.advantage} baselines each completion against the other completions "
+                    f"of its prompt: set rollout.samples_per_prompt to 2 or more (it is {self.rollout.samples_per_prompt})"
+                )
         if self.trainer.async_rollout and self.objective.name == "l3m":
             raise ValueError("trainer.async_rollout: objective l3m has no importance ratio to correct stale samples; set it to false")
         self.objective.complete(self)

@@ -127,7 +127,7 @@ def _apply_launch_overrides(state: CoordinatorState, saved: Launch) -> None:
     if patch or directions:
         _respec(state, type(state.spec.config).model_validate({**current, **patch}), directions, patch)
     for name, value in now.thresholds.items():
-        if saved.thresholds.get(name) != value and value is not None and name in state.objective.reward_names:
+        if saved.thresholds.get(name) != value and isinstance(value, (int, float)) and name in state.objective.reward_names:
             old = float32_value(state.objective.thresholds[state.objective.reward_names.index(name)])
             state.objective.set_threshold(name, value)
             record(state, "launch", f"rewards.{name}.threshold", old, value, start)

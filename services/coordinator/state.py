@@ -112,10 +112,7 @@ class CoordinatorState:
 
     def constrained(self) -> list[str]:
         """Rewards that are constraints of this objective (have a threshold it uses)."""
-        if not type(self.spec.config).uses_thresholds:
-            return []
-        names = getattr(self.objective, "constraint_names", None)
-        return list(names) if names is not None else self.reward_names
+        return self.objective.constrained_rewards()
 
     def next_iteration(self) -> int:
         """The first iteration a change made now applies to."""

@@ -122,8 +122,9 @@ def _chatterbot_examples(cfg: DataConfig) -> list[tuple[str, DialogueExample]]:
         label = str(doc["categories"][0])
         for k, conversation in enumerate(doc["conversations"]):
             if not _is_dialogue(conversation):
-                # The packaged corpus has a malformed entry (trivia.yml #13 is one string); users cannot fix it.
-                log.warning(
+                # The packaged corpus has a malformed entry (trivia.yml #13 is one string); users cannot fix it,
+                # so it is no warning of theirs: train.log only.
+                log.info(
                     "chatterbot %s conversation %d is not a list of turns, skipped: %r",
                     path.name,
                     k,

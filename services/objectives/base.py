@@ -140,7 +140,7 @@ class Objective(ABC):
         self.reward_names = list(rewards)
         self.weights = torch.tensor([r.weight for r in rewards.values()], dtype=torch.float32)
         self.thresholds = torch.tensor(
-            [float("nan") if r.threshold is None else r.threshold for r in rewards.values()], dtype=torch.float32
+            [r.threshold_value() for r in rewards.values()], dtype=torch.float32
         )
         own = type(config).constraint_direction or "ge"
         self.directions = [r.direction or own for r in rewards.values()]
@@ -185,6 +185,14 @@ class Objective(ABC):
         """
 
     # --- thresholds and state ------------------------------------------------------------------
+    def constrained_rewards(self) -> list[str]:
+        """The rewards this objective treats as constraints (with a threshold it uses); none for objectives
+        that only weight rewards (ppo, fast_rl, reward_dropout), so those neither show nor record thresholds."""
+        if not type(self.config).uses_thresholds:
+            return []
+        names = getattr(self, "constraint_names", None)
+        return list(names) if names is not None else list(self.reward_names)
+
     def set_threshold(self, reward: str, value: float) -> None:
         self.thresholds[self.reward_names.index(reward)] = value
 

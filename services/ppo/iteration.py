@@ -9,9 +9,11 @@ change), so the change reaches the loss from the iteration the coordinator annou
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import psutil
 import torch
 
 from services.config.schema import RootConfig
@@ -42,6 +44,7 @@ class Rollout:
     reward_seconds: float
     staleness: int = 0
     behaviour: BehaviourLogprobs | None = None
+    group_size: int = 1  # completions per prompt; rows come in contiguous groups of this many
 
 
 class LearnerLoop:
@@ -73,7 +76,9 @@ class LearnerLoop:
             references = self._reference_ids(rollout.references)
             stats = l3m_iteration(self.learner, rollout.prompt_ids, rollout.response_ids, references, rollout.scores, objective)
         else:
-            stats = self.learner.train(rollout.prompt_ids, rollout.response_ids, rollout.scores, objective, rollout.behaviour)
+            stats = self.learner.train(
+                rollout.prompt_ids, rollout.response_ids, rollout.scores, objective, rollout.behaviour, rollout.group_size
+            )
         record = self._record(iteration, rollout, objective, stats)
         return {"objective_state": objective.state_dict(), "record": record, "spec_version": handout.spec.version}
 
@@ -87,14 +92,17 @@ class LearnerLoop:
             "time/train": stats.pop("train_seconds"),
             "objective/version": self.spec_version,
         }
+        constrained = set(objective.constrained_rewards())
         for j, name in enumerate(self.config.rewards):
             mean = float(rollout.scores[:, j].mean())
             threshold = float(objective.thresholds[j])
             record[f"reward/{name}"] = mean
-            if threshold == threshold:  # not NaN
+            if name in constrained and threshold == threshold:  # a constraint with a threshold (not NaN)
                 record[f"threshold/{name}"] = threshold
                 record[f"violation/{name}"] = violation(mean, threshold, objective.directions[j])
         record["async/staleness"] = rollout.staleness
+        record["memory/rss_bytes"] = psutil.Process().memory_info().rss  # the learner process, after the update
+        record["memory/peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         record.update(stats)
         record.update(objective.metrics())
         return record

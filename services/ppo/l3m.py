@@ -42,7 +42,7 @@ def l3m_iteration(
     cfg = learner.cfg
     samples = collate(prompt_ids, response_ids, learner.pad_id)
     sft = collate(prompt_ids, reference_ids, learner.pad_id)
-    params = list(learner.policy.parameters())
+    params = learner.models.trained_parameters()
     order = torch.randperm(samples.size, generator=learner.generator)
     chunks = list(order.split(cfg.minibatch_size))
     totals = {"task_loss": 0.0, "constraint_loss": 0.0, "task_steps": 0, "constraint_steps": 0}
@@ -50,11 +50,11 @@ def l3m_iteration(
         rows = chunks[step % len(chunks)]
         kind = objective.next_step_kind()
         if kind == "task":
-            logprobs = learner._logprobs(learner.policy, sft, rows)
+            logprobs = learner._logprobs(sft, rows)
             loss = objective.task_loss(logprobs, sft.response_mask[rows].to(learner.device))
         else:
             mask = samples.response_mask[rows].to(learner.device)
-            logprobs = learner._logprobs(learner.policy, samples, rows)
+            logprobs = learner._logprobs(samples, rows)
             seq_mean = (logprobs * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
             loss = objective.constraint_loss(seq_mean, scores[rows].to(learner.device))
         learner.optimizer.zero_grad(set_to_none=True)

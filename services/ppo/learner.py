@@ -1,16 +1,9 @@
 """Token-level PPO over reward streams (docs/ALGORITHMS.md §0), independent of Ray.
 
-The learner holds the policy, a frozen reference copy and a separate multi-head value model, all
-initialised from the same checkpoint, with one AdamW optimiser over policy and value parameters (as
-RL4LMs does). What the rewards mean and how streams are mixed is the objective's business.
-
-Precision: the trained weights (policy, value) and the optimiser state are float32 whatever
-`model.dtype` says, because AdamW steps of lr ≈ 1e-6 are far below bfloat16's resolution (a weight of
-0.02 has a bf16 spacing of ~1e-4), so pure-bf16 training silently never moves. With
-`trainer.mixed_precision` resolving to bf16, forward and backward run under bfloat16 autocast; the
-frozen reference is float32 too, so it goes through the policy's exact arithmetic (KL is 0 before the
-first update, not bf16 noise). Log-probs are taken in float32. Weights leave the learner in the
-rollout engines' dtype (`model.dtype`).
+The models (policy, reference, optional critic, optimiser) live in `services/ppo/policy.py`. Advantages come
+from `trainer.advantage`: GAE over per-stream value heads, or the critic-free group baselines GRPO/RLOO over
+the K completions of each prompt (`services/ppo/group.py`). What the rewards mean and how streams are mixed
+is the objective's business either way.
 
 Minibatches are sets of token transitions. With `minibatch_unit="token"` they mix tokens of different
 episodes, as RL4LMs does; each minibatch forwards only the sequences it touches and gathers the chosen
@@ -27,12 +20,13 @@ from typing import Any
 import torch
 
 from services.config.schema import ModelConfig, TrainerConfig
-from services.models.loading import ValueModel, load_causal_lm, load_value_model, pick_autocast_dtype, pick_device, pick_dtype
 from services.objectives.base import Objective, RolloutTensors
-from services.ppo.batch import SequenceBatch, collate, response_logprobs
+from services.ppo.batch import SequenceBatch, collate
 from services.ppo.gae import gae, reward_to_go
+from services.ppo.group import group_advantages
 from services.ppo.losses import clipped_policy_loss, value_loss
 from services.ppo.off_policy import BehaviourLogprobs, truncated_importance_weights
+from services.ppo.policy import PolicyModels
 
 
 @dataclass
@@ -52,61 +46,44 @@ class PPOLearner:
     def __init__(self, model: ModelConfig, trainer: TrainerConfig, num_streams: int, pad_id: int) -> None:
         self.cfg = trainer
         self.pad_id = pad_id
-        self.device = pick_device()
-        self.rollout_dtype = pick_dtype(model.dtype, self.device)  # what the rollout engines hold
-        self.autocast_dtype = pick_autocast_dtype(trainer.mixed_precision, self.device)
         torch.manual_seed(trainer.seed)
-        self.policy = load_causal_lm(model.name_or_path, torch.float32, self.device).eval()
-        # Stored like the policy so both go through the same arithmetic: KL is exactly 0 before the first update.
-        self.reference = load_causal_lm(model.name_or_path, torch.float32, self.device).eval().requires_grad_(False)
-        self.value: ValueModel = load_value_model(model.name_or_path, num_streams, torch.float32, self.device).eval()
-        self.optimizer = torch.optim.AdamW(
-            list(self.policy.parameters()) + list(self.value.parameters()),
-            lr=trainer.learning_rate,
-            weight_decay=trainer.weight_decay,
-            fused=self.device.type in ("cpu", "cuda"),  # one kernel per step: ~3× faster than foreach on CPU
-        )
+        # A critic only for GAE, and only over reward streams (l3m has none: it takes no advantage steps).
+        self.models = PolicyModels(model, trainer, num_streams, needs_critic=trainer.advantage == "gae" and num_streams > 0)
+        self.device = self.models.device
+        self.policy = self.models.policy
+        self.optimizer = self.models.optimizer
         self.generator = torch.Generator().manual_seed(trainer.seed)
 
-    # --- forward passes ------------------------------------------------------------------------
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None)
-
-    def _logprobs(
-        self, model: torch.nn.Module, batch: SequenceBatch, rows: torch.Tensor, temperature: float = 1.0
-    ) -> torch.Tensor:
+    def _logprobs(self, batch: SequenceBatch, rows: torch.Tensor, reference: bool = False, temperature: float = 1.0) -> torch.Tensor:
         """[R, T] float32 log-probs of the response tokens of `rows`."""
-        width = batch.response_ids.shape[1]
-        with self._autocast():
-            logits = model(**batch.rows(rows, self.device), logits_to_keep=width).logits
-        return response_logprobs(logits.float() / temperature, batch.response_ids[rows].to(self.device))
-
-    def _values(self, batch: SequenceBatch, rows: torch.Tensor) -> torch.Tensor:
-        """[R, T, S] float32 values of the response positions of `rows`."""
-        with self._autocast():
-            return self.value(**batch.rows(rows, self.device), keep=batch.response_ids.shape[1]).float()
+        return self.models.logprobs(batch, rows, reference, temperature)
 
     @torch.no_grad()
     def _plan(
-        self, batch: SequenceBatch, scores: torch.Tensor, objective: Objective, behaviour_rollout: BehaviourLogprobs | None = None
+        self, batch: SequenceBatch, scores: torch.Tensor, objective: Objective, behaviour_rollout: BehaviourLogprobs | None,
+        group_size: int,
     ) -> tuple[RolloutPlan, dict[str, float]]:
         everything = torch.arange(batch.size)
-        old_logprobs = self._logprobs(self.policy, batch, everything).cpu()
-        ref_logprobs = self._logprobs(self.reference, batch, everything).cpu()
-        old_values = self._values(batch, everything).cpu()
+        old_logprobs = self._logprobs(batch, everything).cpu()
+        ref_logprobs = self._logprobs(batch, everything, reference=True).cpu()
         mask = batch.response_mask
         kl = (old_logprobs - ref_logprobs) * mask
         behaviour = None
         if objective.sample_from_reference:
             # Off-policy rollouts came from the frozen reference at a lower temperature: the PPO ratio is
             # then π_θ / β_T, so the tempered reference log-probs become the "old" log-probs.
-            behaviour = self._logprobs(self.reference, batch, everything, objective.rollout_temperature or 1.0).cpu()
+            behaviour = self._logprobs(batch, everything, True, objective.rollout_temperature or 1.0).cpu()
         tensors = RolloutTensors(scores=scores, kl=kl, ref_logprobs=ref_logprobs, mask=mask, behaviour_logprobs=behaviour)
         streams = objective.build_streams(tensors)
         if behaviour is not None:
             old_logprobs = behaviour
-        gamma, lam = objective.discount(self.cfg.gamma, self.cfg.gae_lambda)
-        advantages, returns = gae(streams.rewards, old_values, mask, gamma, lam)
+        if self.cfg.advantage == "gae":
+            old_values = self.models.values(batch, everything).cpu()
+            gamma, lam = objective.discount(self.cfg.gamma, self.cfg.gae_lambda)
+            advantages, returns = gae(streams.rewards, old_values, mask, gamma, lam)
+        else:  # critic-free: no values, nothing to regress
+            advantages = group_advantages(streams.rewards, mask, group_size, self.cfg.advantage, self.cfg.group_std_floor)
+            old_values = returns = torch.zeros_like(advantages)
         weight = mask if streams.sequence_weight is None else mask * streams.sequence_weight[:, None]
         plan = RolloutPlan(old_logprobs, old_values, advantages, returns, reward_to_go(streams.rewards, mask), weight)
         off_policy: dict[str, float] = {}
@@ -145,17 +122,19 @@ class PPOLearner:
         scores: torch.Tensor,
         objective: Objective,
         behaviour: BehaviourLogprobs | None = None,
+        group_size: int = 1,
     ) -> dict[str, float]:
-        """One PPO update on a rollout. scores: [B, N]. Mutates `objective` (its learned state).
+        """One PPO update on a rollout. scores: [B, N]; with a group estimator, rows come in contiguous groups
+        of `group_size` completions of one prompt. Mutates `objective` (its learned state).
 
         behaviour: the rollout's own log-probs and staleness (overlapped rollouts); stale sequences get
         the truncated importance weight of decoupled PPO (services/ppo/off_policy.py).
         """
         start = time.perf_counter()
         batch = collate(prompt_ids, response_ids, self.pad_id)
-        plan, stats = self._plan(batch, scores, objective, behaviour)
+        plan, stats = self._plan(batch, scores, objective, behaviour, group_size)
         coefs = objective.value_coefficients().to(self.device)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        params = self.models.trained_parameters()
         totals: dict[str, float] = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "grad_norm": 0.0}
         steps = 0
         for _ in range(self.cfg.epochs):
@@ -163,8 +142,7 @@ class PPOLearner:
                 seq, pos = index[:, 0], index[:, 1]
                 rows, local = torch.unique(seq, return_inverse=True)
                 advantages = objective.mix_advantages(plan.advantages[seq, pos], plan.token_weight[seq, pos])
-                logprobs = self._logprobs(self.policy, batch, rows)[local, pos]
-                values = self._values(batch, rows)[local, pos]
+                logprobs = self._logprobs(batch, rows)[local, pos]
                 p_loss, p_stats = clipped_policy_loss(
                     logprobs,
                     plan.old_logprobs[seq, pos].to(self.device),
@@ -173,13 +151,15 @@ class PPOLearner:
                     plan.token_weight[seq, pos].to(self.device),
                     None if plan.importance_weight is None else plan.importance_weight[seq, pos].to(self.device),
                 )
-                v_loss = value_loss(
-                    values,
-                    plan.returns[seq, pos].to(self.device),
-                    coefs,
-                    plan.old_values[seq, pos].to(self.device),
-                    objective.value_clip,
-                )
+                v_loss = torch.zeros((), device=self.device)
+                if self.models.value is not None:
+                    v_loss = value_loss(
+                        self.models.values(batch, rows)[local, pos],
+                        plan.returns[seq, pos].to(self.device),
+                        coefs,
+                        plan.old_values[seq, pos].to(self.device),
+                        objective.value_clip,
+                    )
                 self.optimizer.zero_grad(set_to_none=True)
                 (p_loss + v_loss).backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
@@ -197,32 +177,14 @@ class PPOLearner:
         return stats
 
     # --- weights and checkpoints ---------------------------------------------------------------
-    def policy_state(self) -> dict[str, torch.Tensor]:
-        """The policy's weights on the CPU, in the rollout engines' dtype."""
-        return {k: v.detach().to("cpu", dtype=self.rollout_dtype, copy=True) for k, v in self.policy.state_dict().items()}
+    def policy_state(self, changed_only: bool = False) -> dict[str, torch.Tensor]:
+        return self.models.policy_state(changed_only)
 
     def save(self, directory: Path, tokenizer: Any) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.policy.save_pretrained(directory / "policy")
-        tokenizer.save_pretrained(directory / "policy")
-        torch.save(
-            {
-                "value": self.value.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-            },
-            directory / "learner.pt",
-        )
+        self.models.save(directory, tokenizer, {"generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()})
 
     def load(self, directory: Path) -> None:
-        from transformers import AutoModelForCausalLM
-
-        policy = AutoModelForCausalLM.from_pretrained(directory / "policy", dtype=torch.float32)
-        self.policy.load_state_dict(policy.state_dict())
-        state = torch.load(directory / "learner.pt", map_location=self.device, weights_only=False)
-        self.value.load_state_dict(state["value"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = self.models.load(directory)
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
 

@@ -19,7 +19,13 @@ class RewardConfig(BaseModel):
 
     kind: str = Field(description="Reward function kind (meteor, bleu, sacrebleu, rouge, length, similarity, classifier, hf_model).")
     weight: float = Field(1.0, description="Fixed weight α for composite objectives (ppo, ppo_sat).")
-    threshold: float | None = Field(None, description="Constraint threshold θ for constrained objectives.")
+    threshold: float | Literal["auto"] | None = Field(
+        None,
+        description="Constraint threshold θ for constrained objectives; 'auto' = measured: the held-out evaluation "
+        "before the first update gives the untrained policy's value v, and θ = v moved auto_margin·|v| in the "
+        "constraint's direction (above for ge/eq, below for le), within the reward's score range.",
+    )
+    auto_margin: float = Field(0.25, gt=0.0, description="threshold=auto: relative distance of θ beyond the starting value.")
     direction: Direction | None = Field(
         None,
         description="Constraint direction: ge (r ≥ θ), le (r ≤ θ), eq (r = θ); null = the objective's own "
@@ -30,7 +36,21 @@ class RewardConfig(BaseModel):
 
     @field_validator("weight", "threshold")
     @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
+    def _finite(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, float) and not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
+
+    def threshold_value(self) -> float:
+        """θ as a number; NaN when unset or not measured yet (threshold=auto)."""
+        return float(self.threshold) if isinstance(self.threshold, (int, float)) else float("nan")
+
+
+def auto_threshold(start: float, direction: str, margin: float, score_range: tuple[float, float] | None) -> float:
+    """θ for threshold=auto: `margin`·|start| beyond the untrained policy's value, in the constraint's direction
+    (a floor of 0.01 absolute when the start is 0), kept inside the reward's score range."""
+    step = margin * max(abs(start), 0.01)
+    theta = start - step if direction == "le" else start + step
+    if score_range is not None:
+        theta = min(max(theta, score_range[0]), score_range[1])
+    return theta

@@ -57,7 +57,10 @@ class HFBackend(GenerationBackend):
         return Generation(prompt_ids, responses, lps, [t.strip() for t in texts], time.perf_counter() - start)
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state_dict)
+        """A full or partial state dict (LoRA sends only the merged adapted weights); unknown names are errors."""
+        unexpected = self.model.load_state_dict(state_dict, strict=False).unexpected_keys
+        if unexpected:
+            raise KeyError(f"weights the generation model does not have: {unexpected[:3]}")
 
 
 def response_end(tokens: list[int], eos_ids: set[int], stop: list[str], tokenizer: PreTrainedTokenizerBase) -> int:

@@ -84,7 +84,9 @@ class ObjectStoreWeightSync(WeightSync):
     kind = "object_store"
 
     def push(self, version: int) -> list["ObjectRef"]:
-        weights = self.learner.policy_state.remote()  # runs after the learner's queued update
+        # Runs after the learner's queued update. Only what an update changes: every weight when fully fine-tuned,
+        # the merged adapted weights with LoRA (the engines hold the base model's other weights from the start).
+        weights = self.learner.policy_state.remote(True)
         return [engine.load_weights.remote(weights, version) for engine in self.engines]
 
 
@@ -164,11 +166,18 @@ class NcclWeightSenderMixin:
     _nccl: Any = None
 
     def _sync_module(self) -> torch.nn.Module:
-        return self.learner.policy  # type: ignore[attr-defined]
+        models = self.learner.models  # type: ignore[attr-defined]
+        if models.lora is not None:
+            raise NotImplementedError(
+                "NCCL weight sync broadcasts the policy's own parameters; with model.lora they are adapters, which the "
+                "engines do not hold. Use the object-store sync (it sends merged weights) or model.lora=null"
+            )
+        return models.policy
 
     def _sync_dtype(self) -> torch.dtype | None:
         """The engines' dtype (the learner's float32 master weights are cast on the way out)."""
-        return getattr(getattr(self, "learner", None), "rollout_dtype", None)
+        models = getattr(getattr(self, "learner", None), "models", None)
+        return getattr(models, "rollout_dtype", None)
 
     def weight_sync_endpoint(self) -> tuple[str, int]:
         return free_endpoint()

@@ -20,8 +20,9 @@ def make_loop(config: RootConfig) -> LearnerLoop:
 def fixed_rollout(config: RootConfig, iteration: int, batch: int = 8) -> Rollout:
     """Rollout k of a run: the same tokens and scores for every run with this config and k."""
     g = torch.Generator().manual_seed(1000 + iteration)
-    prompts = [torch.randint(5, 400, (6,), generator=g).tolist() for _ in range(batch)]
+    k = config.rollout.samples_per_prompt  # K completions of each prompt, in contiguous groups
+    prompts = [p for p in (torch.randint(5, 400, (6,), generator=g).tolist() for _ in range(batch // k)) for _ in range(k)]
     responses = [torch.randint(5, 400, (3 + i % 4,), generator=g).tolist() for i in range(batch)]
     scores = torch.rand(batch, len(config.rewards), generator=g)
     return Rollout(prompts, responses, scores, ["a short reference reply"] * batch, tokens=sum(map(len, responses)),
-                   rollout_seconds=1.0, reward_seconds=0.1)
+                   rollout_seconds=1.0, reward_seconds=0.1, group_size=k)

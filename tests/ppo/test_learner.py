@@ -39,7 +39,7 @@ def test_recomputed_old_logprobs_match_the_generation_logprobs(tokenizer):
     learner = make_learner(tokenizer)
     gen = rollout(learner, tokenizer)
     batch = collate(gen.prompt_ids, gen.response_ids, tokenizer.pad_token_id)
-    recomputed = learner._logprobs(learner.policy, batch, torch.arange(batch.size))
+    recomputed = learner._logprobs(batch, torch.arange(batch.size))
     for i, logprobs in enumerate(gen.logprobs):
         assert recomputed[i, : len(logprobs)].tolist() == pytest.approx(logprobs, abs=1e-4)
 
@@ -62,10 +62,10 @@ def test_an_update_raises_the_likelihood_of_rewarded_responses(tokenizer):
     gen = rollout(learner, tokenizer)
     batch = collate(gen.prompt_ids, gen.response_ids, tokenizer.pad_token_id)
     everything = torch.arange(batch.size)
-    before = (learner._logprobs(learner.policy, batch, everything) * batch.response_mask).sum(dim=1).detach()
+    before = (learner._logprobs(batch, everything) * batch.response_mask).sum(dim=1).detach()
     scores = torch.tensor([[1.0], [0.0]] * (batch.size // 2))  # even rows rewarded
     stats = learner.train(gen.prompt_ids, gen.response_ids, scores, objective())
-    after = (learner._logprobs(learner.policy, batch, everything) * batch.response_mask).sum(dim=1).detach()
+    after = (learner._logprobs(batch, everything) * batch.response_mask).sum(dim=1).detach()
     change = after - before
     assert change[0::2].mean() > change[1::2].mean() + 0.1
     assert stats["ppo_steps"] == 4 * 3  # 48 tokens / 16 per minibatch × 4 epochs
@@ -81,7 +81,7 @@ def test_checkpoint_round_trip_restores_policy_value_and_optimizer(tokenizer, tm
     fresh.load(tmp_path)
     for (name, a), b in zip(learner.policy.state_dict().items(), fresh.policy.state_dict().values()):
         assert torch.equal(a, b), name
-    for a, b in zip(learner.value.state_dict().values(), fresh.value.state_dict().values()):
+    for a, b in zip(learner.models.value.state_dict().values(), fresh.models.value.state_dict().values()):
         assert torch.equal(a, b)
     assert fresh.optimizer.state_dict()["state"].keys() == learner.optimizer.state_dict()["state"].keys()
 
@@ -89,7 +89,7 @@ def test_checkpoint_round_trip_restores_policy_value_and_optimizer(tokenizer, tm
 def test_bf16_mixed_precision_keeps_float32_master_weights_that_small_steps_still_move(tokenizer):
     """The bug this guards against: a policy stored in bf16 ignores AdamW steps of lr=1e-6 entirely."""
     learner = make_learner(tokenizer, mixed_precision="bf16", learning_rate=1e-6, epochs=1, minibatch_size=16)
-    models = [learner.policy, learner.value, learner.reference]
+    models = [learner.policy, learner.models.value, learner.models.reference]
     assert all(p.dtype == torch.float32 for m in models for p in m.parameters())
     before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
     gen = rollout(learner, tokenizer)
@@ -106,11 +106,11 @@ def test_bf16_logprobs_stay_close_to_float32_and_weights_leave_in_the_rollout_dt
     gen = rollout(exact, tokenizer)
     batch = collate(gen.prompt_ids, gen.response_ids, tokenizer.pad_token_id)
     rows = torch.arange(batch.size)
-    gap = (exact._logprobs(exact.policy, batch, rows) - mixed._logprobs(mixed.policy, batch, rows)) * batch.response_mask
-    assert mixed._logprobs(mixed.policy, batch, rows).dtype == torch.float32
+    gap = (exact._logprobs(batch, rows) - mixed._logprobs(batch, rows)) * batch.response_mask
+    assert mixed._logprobs(batch, rows).dtype == torch.float32
     assert 0 < gap.abs().max() < 0.1
     assert {v.dtype for v in mixed.policy_state().values()} == {torch.float32}  # model.dtype=auto is float32 on CPU
-    mixed.rollout_dtype = torch.bfloat16  # as on a GPU, where the engines hold bf16
+    mixed.models.rollout_dtype = torch.bfloat16  # as on a GPU, where the engines hold bf16
     assert {v.dtype for v in mixed.policy_state().values()} == {torch.bfloat16}
 
 

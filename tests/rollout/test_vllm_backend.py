@@ -129,3 +129,29 @@ def test_the_rotary_reload_notice_is_dropped_but_other_reload_warnings_are_kept(
 
     assert not logger.filter(record("RotaryEmbedding: Failed to load weights"))
     assert logger.filter(record("QKVParallelLinear: Failed to load weights"))
+
+
+def test_a_partial_load_of_merged_lora_projections_reaches_the_engine(engine, tiny_vllm_path, shared_prefix_prompts):
+    """LoRA sends only the adapted projections (W + ΔW, HF names, q/k/v split): vLLM maps them onto its fused
+    qkv/gate_up weights and keeps every other weight; the engine then samples exactly as the merged model."""
+    from services.config.schema import LoraConfig, ModelConfig, TrainerConfig
+    from services.ppo.policy import PolicyModels
+
+    pad = load_tokenizer(tiny_vllm_path).pad_token_id
+    models = PolicyModels(ModelConfig(name_or_path=tiny_vllm_path, lora=LoraConfig(r=4)), TrainerConfig(mixed_precision="fp32"),
+                          num_streams=1, needs_critic=False)
+    with torch.no_grad():  # an "update": random adapters (B starts at 0, so move it)
+        g = torch.Generator().manual_seed(0)
+        for name, p in models.policy.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    changed = models.policy_state(changed_only=True)
+    assert changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight",
+                                       "gate_proj.weight", "up_proj.weight", "down_proj.weight")) for k in changed)
+    engine.load_weights(changed)
+    merged = hf_model(tiny_vllm_path)
+    merged.load_state_dict(models.policy_state())
+    sampling = SamplingConfig(max_new_tokens=16, min_new_tokens=16, top_k=20)
+    got = engine.generate(shared_prefix_prompts, sampling, seed=5)
+    assert max_logprob_gap(merged, got, pad) <= LOGPROB_TOL
+    engine.load_weights({k: v.clone() for k, v in hf_model(tiny_vllm_path).state_dict().items()})  # restore for later tests

@@ -1,0 +1,168 @@
+"""What a run did, from its run directory alone (finished or live): a table per reward and `report.png`.
+
+Start and end are means over the first and the last quarter of the iterations (at least one each), so one
+noisy batch neither makes nor breaks the verdict; "satisfied" means the constraint held, on average, over
+the last quarter (mean violation 0 for ge/le; within 5 % of |θ| for eq). Thresholds, violations,
+multipliers and weights are the ones the run recorded (`metrics.jsonl`), so the table and the plot agree
+with the log by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EQ_TOLERANCE = 0.05  # relative, for eq constraints
+
+
+@dataclass
+class RewardSummary:
+    name: str
+    start: float
+    end: float
+    threshold: float | None
+    direction: str | None
+    satisfied: bool | None  # None: not a constraint of this run's objective
+    violated_at_start: bool | None
+    multiplier: float | None
+    weight: float | None
+
+
+def load_records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no metrics yet (the run has not finished an iteration)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def reward_names(records: list[dict[str, Any]]) -> list[str]:
+    return [k.split("/", 1)[1] for k in records[0] if k.startswith("reward/")] if records else []
+
+
+def _quarter(records: list[dict[str, Any]], last: bool) -> list[dict[str, Any]]:
+    n = max(1, len(records) // 4)
+    return records[-n:] if last else records[:n]
+
+
+def _mean(records: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return statistics.fmean(values) if values else None
+
+
+def _holds(mean_violation: float | None, threshold: float | None, direction: str | None) -> bool | None:
+    if mean_violation is None or threshold is None:
+        return None
+    if direction == "eq":
+        return mean_violation <= EQ_TOLERANCE * max(abs(threshold), 1e-9)
+    return mean_violation <= 1e-12
+
+
+def summarise(run_dir: Path) -> list[RewardSummary]:
+    records = load_records(run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    directions = {n: (r or {}).get("direction") for n, r in (config.get("rewards") or {}).items()}
+    first, last = _quarter(records, last=False), _quarter(records, last=True)
+    out = []
+    for name in reward_names(records):
+        threshold = records[-1].get(f"threshold/{name}")
+        constrained = f"violation/{name}" in records[-1]
+        direction = (directions.get(name) or _own_direction(config)) if constrained else None
+        out.append(RewardSummary(
+            name=name,
+            start=_mean(first, f"reward/{name}") or 0.0,
+            end=_mean(last, f"reward/{name}") or 0.0,
+            threshold=threshold if constrained else None,
+            direction=direction,
+            satisfied=_holds(_mean(last, f"violation/{name}"), threshold, direction) if constrained else None,
+            violated_at_start=(not _holds(_mean(first, f"violation/{name}"), threshold, direction)) if constrained else None,
+            multiplier=records[-1].get(f"multiplier/{name}"),
+            weight=records[-1].get(f"weight/{name}"),
+        ))
+    return out
+
+
+def _own_direction(config: dict[str, Any]) -> str | None:
+    name = (config.get("objective") or {}).get("name")
+    if name is None:
+        return None
+    from services.objectives.registry import objective_class
+
+    return objective_class(name).config_cls.constraint_direction or "ge"
+
+
+def table(run_dir: Path, rows: list[RewardSummary]) -> Any:
+    from rich.table import Table
+
+    records = load_records(run_dir)
+    t = Table(title=f"{run_dir.name}: {len(records)} iterations (start = first quarter, end = last quarter)")
+    # short headers: the table must fit an 80-column terminal
+    for column in ("reward", "start", "end", "θ", "dir", "satisfied", "λ (mult.)", "weight"):
+        t.add_column(column, justify="left" if column in ("reward", "dir", "satisfied") else "right", no_wrap=True)
+    for r in rows:
+        verdict = "—" if r.satisfied is None else ("yes" if r.satisfied else "no") + (" (was violated)" if r.violated_at_start and r.satisfied else "")
+        t.add_row(r.name, f"{r.start:.4f}", f"{r.end:.4f}", _fmt(r.threshold), r.direction or "—", verdict, _fmt(r.multiplier), _fmt(r.weight))
+    kl = _mean(_quarter(records, last=True), "kl")
+    if kl is not None:
+        t.caption = f"KL (last quarter, nats/token): {kl:.4f}" + (
+            f"   eval score: {records[-1]['eval/score']:.4f}" if "eval/score" in records[-1] else "")
+    return t
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def plot(run_dir: Path, path: Path | None = None) -> Path:
+    """report.png: each reward against its threshold, violations, multipliers/weights, KL, eval score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = load_records(run_dir)
+    names = reward_names(records)
+    it = [r["iteration"] for r in records]
+    panels = len(names) + 3
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 2.2 * panels), sharex=True, constrained_layout=True)
+    for ax, name in zip(axes, names):
+        ax.plot(it, [r.get(f"reward/{name}") for r in records], label=f"reward/{name}")
+        if any(f"threshold/{name}" in r for r in records):
+            ax.plot(it, [r.get(f"threshold/{name}") for r in records], "--", label="threshold")
+        ax.set_ylabel(name)
+        ax.legend(loc="best", fontsize=8)
+    ax = axes[len(names)]
+    for name in names:
+        if any(f"violation/{name}" in r for r in records):
+            ax.plot(it, [r.get(f"violation/{name}") for r in records], label=f"violation/{name}")
+    ax.set_ylabel("violation")
+    ax.legend(loc="best", fontsize=8) if ax.lines else ax.text(0.5, 0.5, "no constraints", ha="center", transform=ax.transAxes)
+    ax = axes[len(names) + 1]
+    for key in sorted({k for r in records for k in r if k.startswith(("multiplier/", "weight/"))}):
+        ax.plot(it, [r.get(key) for r in records], label=key)
+    ax.set_ylabel("multiplier / weight")
+    ax.legend(loc="best", fontsize=8) if ax.lines else ax.text(0.5, 0.5, "fixed weights", ha="center", transform=ax.transAxes)
+    ax = axes[len(names) + 2]
+    ax.plot(it, [r.get("kl") for r in records], label="KL (nats/token)")
+    evals = [(r["iteration"], r["eval/score"]) for r in records if "eval/score" in r]
+    if evals:
+        twin = ax.twinx()
+        twin.plot(*zip(*evals), "o-", color="tab:green", label="eval score")
+        twin.set_ylabel("eval score")
+    ax.set_ylabel("KL")
+    ax.set_xlabel("iteration")
+    ax.legend(loc="best", fontsize=8)
+    target = path or run_dir / "report.png"
+    fig.savefig(target, dpi=90)
+    plt.close(fig)
+    return target
+
+
+def write(run_dir: Path) -> tuple[Any, Path]:
+    """The summary table (a rich renderable) and report.png, for a finished or live run."""
+    return table(run_dir, summarise(run_dir)), plot(run_dir)

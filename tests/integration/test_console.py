@@ -1,0 +1,42 @@
+"""The README's command as a user runs it (a subprocess starting its own Ray): a clean terminal — crlhf's
+start-up lines, the progress bar, the summary — while library output goes to train.log; the summary and
+report.png agree with metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+LIBRARY_NOISE = ("absl", "Using default tokenizer", "worker.py", "UserWarning", "vllm", "chatterbot trivia")
+
+
+def test_terminal_is_clean_and_the_run_ends_with_its_summary(tmp_path):
+    # A private Ray temp dir (short: Ray's socket paths must fit 107 bytes) with no current-cluster file, so
+    # the launcher starts its own local cluster as on a fresh machine.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.launch", "objective=mu_ppo", "preset=smoke", "trainer.iterations=3",
+         "control.port=0", f"run.root={tmp_path}", "run.name=r"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    terminal = done.stdout + done.stderr
+    noisy = [line for line in terminal.splitlines() if any(word in line for word in LIBRARY_NOISE)]
+    assert not noisy, noisy[:5]
+    run = tmp_path / "r"
+    log = (run / "train.log").read_text()
+    assert "Using default tokenizer" in log  # absl's INFO line (rouge) reached the log, not the terminal
+    assert "it    2 |" in log  # the per-iteration lines are in the log
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "satisfied" in done.stdout and f"{records[-1]['reward/meteor']:.4f}" in done.stdout  # last quarter = iteration 2
+    assert (run / "report.png").stat().st_size > 10_000
+    assert (run / "final" / "config.json").exists()

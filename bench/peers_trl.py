@@ -107,6 +107,7 @@ def main() -> None:
         "train_seconds": end - start,
         "completions": len(rewards),
         "optimizer_steps": len(steps),
+        "step_end_seconds": [t - start for t in steps],  # per optimizer step, from the start of training
         "reward_per_iteration": per_generation,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }, open(args.out, "w"), indent=1)

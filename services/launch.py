@@ -197,6 +197,8 @@ def _train(config, run_dir: Path, base: dict | None, examples: list, eval_exampl
         if base is not None:
             driver.restore()
         log.info("control plane: %s", ray_get_address(driver))
+        for rank, described in enumerate(ray.get([actor.describe.remote() for actor in driver.rollout])):
+            log.info("rollout %d: %s on %s (%s)", rank, described["backend"], described["device"], described["reason"])
         last = driver.run()
     except RunError as err:
         log.error("%s", err)

@@ -37,7 +37,7 @@ def _log_to_stderr() -> None:
 @ray.remote
 class Coordinator:
     def __init__(self, config: RootConfig, run_dir: str) -> None:
-        quiet_process(1)
+        quiet_process(1, redirect_output=False)
         _log_to_stderr()
         self.run_dir = Path(run_dir)
         self.state_path = self.run_dir / "coordinator.pt"

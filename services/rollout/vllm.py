@@ -187,6 +187,7 @@ class VLLMBackend(GenerationBackend):
             "enforce_eager": options.enforce_eager,
             "logprobs_mode": "raw_logprobs",  # unwarped π: see the module docstring
             "gpu_memory_utilization": options.gpu_memory_utilization,
+            "use_tqdm_on_load": False,  # its weight-loading bar would be the only library output on the terminal
         }
         if self.device == "cpu":
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(model_path, options)

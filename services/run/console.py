@@ -66,8 +66,12 @@ def run_log(run_dir: Path) -> Callable[[], None]:
     return undo
 
 
-def actor_logging() -> None:
-    """In an actor process: library logs to the run's train.log (when reachable), off the terminal."""
+def actor_logging(redirect_output: bool = False) -> None:
+    """In an actor process: library logs to the run's train.log (when reachable), off the terminal.
+
+    `redirect_output` also points the process's stdout/stderr file descriptors at train.log, for what bypasses
+    Python logging (C++ warnings from torch and vLLM, progress bars); the driver reports what these actors
+    have to say (errors come back to it as task errors)."""
     path = os.environ.get(LOG_FILE_ENV)
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM then logs through the root logger, not its own stderr handler
     logging.captureWarnings(True)
@@ -79,6 +83,13 @@ def actor_logging() -> None:
     for handler in list(root.handlers):
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             root.removeHandler(handler)
+    if redirect_output:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
     handler = logging.FileHandler(path)
     handler.crlhf_run_log = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter(FORMAT))

@@ -89,19 +89,21 @@ def connect_ray(address: str | None, needed_cpus: float, log_file: Path | None =
     if log_file is not None:  # actors send their library logs there (services/run/console.py)
         env[LOG_FILE_ENV] = str(log_file.resolve())
     runtime_env = {"env_vars": env}
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
-        log.info("connected to Ray cluster at %s", address or os.environ["RAY_ADDRESS"])
+    from services.run.cluster import choose
+
+    choice = choose(address)  # raises ClusterUnreachable for an explicit address that does not answer
+    if choice.warning:
+        log.warning("%s", choice.warning)
+    if choice.address is not None:
+        ray.init(address=choice.address, runtime_env=runtime_env, logging_level=logging.WARNING)
+        log.info("connected to the Ray cluster at %s (from %s)", choice.address, choice.source)
         return
-    try:
-        ray.init(address="auto", runtime_env=runtime_env, logging_level=logging.WARNING)
-        log.info("connected to the Ray cluster running on this machine")
-    except ConnectionError:
-        # Logical CPUs only gate scheduling: phases run one after another, so oversubscribing a small
-        # machine is harmless and lets every actor start.
-        cpus = max(os.cpu_count() or 1, math.ceil(needed_cpus))
-        ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env, logging_level=logging.WARNING)
-        log.info("started a local Ray cluster with %s logical CPUs", cpus)
+    # Logical CPUs only gate scheduling: phases run one after another, so oversubscribing a small
+    # machine is harmless and lets every actor start.
+    cpus = max(os.cpu_count() or 1, math.ceil(needed_cpus))
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env, logging_level=logging.WARNING)
+    log.info("started a local Ray cluster with %s logical CPUs", cpus)
 
 
 def ray_get_address(driver) -> str:
@@ -183,7 +185,13 @@ def _train(config, run_dir: Path, base: dict | None, examples: list, eval_exampl
         + config.learner.num_cpus
         + config.reward_actors.num_cpus * len(reward_groups(config))
     )
-    connect_ray(config.run.ray_address, needed, run_dir / "train.log")
+    from services.run.cluster import ClusterUnreachable
+
+    try:
+        connect_ray(config.run.ray_address, needed, run_dir / "train.log")
+    except ClusterUnreachable as err:
+        log.error("%s", err)
+        return 2
     import ray
 
     from services.run.preflight import check_cluster, needs

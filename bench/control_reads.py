@@ -62,7 +62,7 @@ def main() -> None:
     state = CoordinatorState(config, directory / "coordinator.pt")
     plane = start_control_plane(state, config.control, directory)
     host, port = plane.url.removeprefix("http://").split(":")
-    print(f"| endpoint | requests | server CPU per request, ms | wall per request, ms |\n|---|---:|---:|---:|")
+    print("| endpoint | requests | server CPU per request, ms | wall per request, ms |\n|---|---:|---:|---:|")
     for path in ("/v1/status", "/v1/constraints", "/v1/objective", "/v1/health"):
         subprocess.run([sys.executable, "-c", CLIENT, host, port, path, "200"], check=True)  # warm-up
         c0, t0 = cpu(), time.perf_counter()

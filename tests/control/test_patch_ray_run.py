@@ -24,7 +24,7 @@ OVERRIDES = ["preset=smoke", "objective=mu_ppo", "control.port=0", "evaluation.e
 
 
 def comparable(record: dict) -> dict:
-    return {k: v for k, v in record.items() if not k.startswith(("time/", "tokens_per_second"))}
+    return {k: v for k, v in record.items() if not k.startswith(("time/", "tokens_per_second", "memory/"))}
 
 
 def driver_for(run_dir, *extra: str) -> tuple[Driver, httpx.Client]:

@@ -83,4 +83,4 @@ def test_ray_job_submit_runs_the_smoke_preset(head_node, tmp_path):
     assert "succeeded" in result.stdout + result.stderr
     lines = (tmp_path / "job" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [0, 1]
-    assert "connected to Ray cluster at" in (tmp_path / "job" / "train.log").read_text()
+    assert "connected to the Ray cluster at" in (tmp_path / "job" / "train.log").read_text()  # RAY_ADDRESS, set by the job

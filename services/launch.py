@@ -80,7 +80,7 @@ def print_config(config) -> None:
 def connect_ray(address: str | None, needed_cpus: float, log_file: Path | None = None) -> None:
     import ray
 
-    from services.run.console import LOG_FILE_ENV
+    from services.actors.common import LOG_FILE_ENV
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if ray.is_initialized():  # embedding callers (tests, notebooks) may have connected already

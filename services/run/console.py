@@ -5,20 +5,20 @@ everything else — library INFO and warnings (vLLM, Ray, absl, transformers, Py
 per-iteration line — goes to `<run dir>/train.log`. Errors of any origin still reach the terminal.
 
 Actors write their library logs to the same train.log when the driver tells them where it is
-(`CRLHF_LOG_FILE` in the job's environment; on a multi-node cluster without a shared filesystem the file
-is missing on other nodes and their logs stay in Ray's per-worker log files).
+(`CRLHF_LOG_FILE` in the job's environment, read by `services.actors.common.actor_logging`; on a
+multi-node cluster without a shared filesystem the file is missing on other nodes and their logs stay in
+Ray's per-worker log files).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-LOG_FILE_ENV = "CRLHF_LOG_FILE"
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from services.actors.common import FORMAT
+
 
 
 ITERATION_LOGGER = "crlhf.iteration"  # one line per iteration: train.log only (the progress bar shows them live)
@@ -64,34 +64,3 @@ def run_log(run_dir: Path) -> Callable[[], None]:
         handler.close()
 
     return undo
-
-
-def actor_logging(redirect_output: bool = False) -> None:
-    """In an actor process: library logs to the run's train.log (when reachable), off the terminal.
-
-    `redirect_output` also points the process's stdout/stderr file descriptors at train.log, for what bypasses
-    Python logging (C++ warnings from torch and vLLM, progress bars); the driver reports what these actors
-    have to say (errors come back to it as task errors)."""
-    path = os.environ.get(LOG_FILE_ENV)
-    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM then logs through the root logger, not its own stderr handler
-    logging.captureWarnings(True)
-    if not path or not Path(path).parent.is_dir():
-        return
-    root = logging.getLogger()
-    if any(getattr(h, "crlhf_run_log", False) for h in root.handlers):
-        return
-    for handler in list(root.handlers):
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            root.removeHandler(handler)
-    if redirect_output:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    handler = logging.FileHandler(path)
-    handler.crlhf_run_log = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter(FORMAT))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)

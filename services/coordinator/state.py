@@ -92,6 +92,7 @@ class CoordinatorState:
         self.commit_times: deque[float] = deque(maxlen=11)  # wall clock of recent commits, for iterations/s
         self.started = time.time()
         self.revision = 0  # bumped by every transaction: views republish when it moves
+        self.published: Any = None  # the read views of one revision (views.Published), rendered on demand
         self.launch = Launch.of(config)  # constant: the config never changes
         self.lock = threading.Lock()  # serialises REST changes against the iteration protocol
         self._store = StateStore(state_path) if state_path is not None else None

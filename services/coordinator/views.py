@@ -167,11 +167,11 @@ _publish_lock = threading.Lock()  # one renderer at a time; readers of a fresh s
 
 def published(state: CoordinatorState) -> Published:
     """The snapshot of the state's current revision, rendered on the first read after a change."""
-    current = getattr(state, "_published", None)
+    current = state.published
     if current is not None and current.revision == state.revision:
         return current
     with _publish_lock, state.lock:
-        current = getattr(state, "_published", None)
+        current = state.published
         if current is not None and current.revision == state.revision:
             return current
         bodies: dict[str, bytes | ChangeError] = {}
@@ -189,5 +189,5 @@ def published(state: CoordinatorState) -> Published:
         snapshot = Published(
             state.revision, f'W/"{int(state.started * 1e6):x}-{state.revision}"', bodies, {c["name"]: _dumps(c) for c in listed}, state.started
         )
-        state._published = snapshot  # type: ignore[attr-defined]
+        state.published = snapshot
         return snapshot

@@ -252,3 +252,16 @@ def test_a_busy_port_is_a_clear_error(live):
     port = live.plane.server.port
     with pytest.raises(ControlPlaneError, match=rf"cannot listen on 127.0.0.1:{port}: .*control.port=0"):
         bind("127.0.0.1", port, wait_seconds=0.3)
+
+
+def test_reads_are_conditional_until_the_state_changes(live):
+    """Reads serve a snapshot per state revision: the same ETag answers 304 until a change republishes."""
+    first = live.http.get("/v1/constraints")
+    etag = first.headers["etag"]
+    assert first.status_code == 200 and etag.startswith('W/"')
+    again = live.http.get("/v1/constraints", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert live.http.put("/v1/constraints/meteor", json={"threshold": 0.3}, headers=live.auth).status_code == 202
+    changed = live.http.get("/v1/constraints", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert [c["pending"] for c in changed.json() if c["name"] == "meteor"][0]["threshold"] == 0.3

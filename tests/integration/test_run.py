@@ -76,3 +76,20 @@ def test_bad_dataset_row_is_rejected_before_any_actor_starts(tmp_path, capsys):
                  "rewards.topic=null", f"run.root={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert "row 1" in err and "context" in err
+
+
+def test_lora_and_grpo_train_through_the_actors_and_export_a_merged_model(ray_local, tmp_path):
+    """The default preset's learner (LoRA + GRPO, K completions per prompt) through the real actors."""
+    assert main(["preset=smoke", "control.port=0", "trainer.iterations=2", "model.lora.r=4", "trainer.advantage=grpo",
+                 "rollout.samples_per_prompt=2", "rollout.batch_size=4", f"run.root={tmp_path}", "run.name=lora"]) == 0
+    run = tmp_path / "lora"
+    got = records(run)
+    assert [r["iteration"] for r in got] == [0, 1] and all(r["ppo_steps"] > 0 for r in got)
+    assert got[0]["tokens"] > 0 and got[0]["kl"] == pytest.approx(0.0, abs=1e-6) and got[1]["kl"] != 0.0
+    assert "value_loss" in got[0] and got[0]["value_loss"] == 0.0  # no critic
+    policy = run / "checkpoints" / "iter_000001" / "policy"
+    assert (policy / "adapter_model.safetensors").exists() and not (policy / "model.safetensors").exists()
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(run / "final")  # loadable anywhere, without peft
+    assert sum(p.numel() for p in merged.parameters()) > 0

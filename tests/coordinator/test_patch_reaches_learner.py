@@ -107,7 +107,7 @@ def run_twin(objective: str, field: str | None, launch: list[str]) -> list[dict[
         evaluation = EVALUATION if objective == "nm_ppo" else None
         result = loop.train(k, handout, fixed_rollout(config, k), evaluation)
         protocol.commit(state, k, result)
-        record = {key: v for key, v in result["record"].items() if not key.startswith("time/") and key != "objective/version"}
+        record = {key: v for key, v in result["record"].items() if not key.startswith(("time/", "memory/")) and key != "objective/version"}
         params = torch.cat([p.detach().flatten() for p in loop.learner.policy.parameters()])
         out.append({"record": record, "state": _plain(result["objective_state"]), "policy": params})
     return out

@@ -25,7 +25,7 @@ Contracts (duck-typed Ray actor methods):
 - rollout actor: `load_weights(state_dict, version) -> float`; for NCCL also `describe() -> dict`,
   `weight_receiver_ranks() -> int`, `init_weight_receiver(address, port, rank_offset, world_size)`,
   `receive_weights(metadata, version) -> float` (services/actors/rollout.py implements all of them).
-- learner actor: `policy_state() -> dict[str, Tensor]`; for NCCL the methods of `NcclWeightSenderMixin`
+- learner actor: `policy_state(changed_only) -> dict[str, Tensor]` (all weights, or only those an update changes); for NCCL the methods of `NcclWeightSenderMixin`
   (mix it into the learner actor class; it needs `self.learner.policy` or an override of `_sync_module`).
 """
 

@@ -37,8 +37,8 @@ class PolicySource:
     def __init__(self, state: dict[str, torch.Tensor]) -> None:
         self.state = state
 
-    def policy_state(self) -> dict[str, torch.Tensor]:
-        return self.state
+    def policy_state(self, changed_only: bool = False) -> dict[str, torch.Tensor]:
+        return self.state  # a full state dict: every weight "changed"
 
 
 @pytest.fixture(scope="module")

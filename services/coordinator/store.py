@@ -18,31 +18,37 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
-from services.coordinator.audit import AUDIT_FILE, append_lines, audit_lines, read_audit, rewrite_lines
+from services.coordinator.audit import AUDIT_FILE, append_lines, audit_lines, read_audit
 
 log = logging.getLogger("crlhf.coordinator")
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same directory, then rename: readers never see half a file."""
+def replace_atomically(path: Path, write: Callable[[IO[Any]], None], binary: bool = True) -> None:
+    """Write through `write` to a temporary file in the same directory, fsync, then rename over `path`:
+    readers never see half a file, and a crash leaves the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save, atomically (`replace_atomically`)."""
+    replace_atomically(path, lambda f: torch.save(obj, f))
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -107,7 +113,8 @@ class StateStore:
 
     def _write(self, s: Snapshot) -> None:
         if self._file_epoch != s.epoch or s.audit_length < self._file_length:
-            rewrite_lines(self.audit_path, audit_lines(s.audit[: s.audit_length]))
+            lines = audit_lines(s.audit[: s.audit_length])
+            replace_atomically(self.audit_path, lambda f: f.writelines(lines), binary=False)
         elif s.audit_length > self._file_length:
             append_lines(self.audit_path, audit_lines(s.audit[self._file_length : s.audit_length]))
         self._file_epoch, self._file_length = s.epoch, s.audit_length

@@ -180,23 +180,20 @@ def _train(config, run_dir: Path, base: dict | None, examples: list, eval_exampl
 
     log.info("run directory: %s", run_dir.resolve())
 
-    needed = (
-        config.rollout.num_cpus * config.rollout.num_actors
-        + config.learner.num_cpus
-        + config.reward_actors.num_cpus * len(reward_groups(config))
-    )
+    import ray
+
     from services.run.cluster import ClusterUnreachable
+    from services.run.preflight import check_cluster, needs
+
+    wanted = needs(config, len(reward_groups(config)))  # what the actors will ask Ray for
+    needed = sum(n.cpus for n in wanted)
 
     try:
         connect_ray(config.run.ray_address, needed, run_dir / "train.log")
     except ClusterUnreachable as err:
         log.error("%s", err)
         return 2
-    import ray
-
-    from services.run.preflight import check_cluster, needs
-
-    problem = check_cluster(needs(config, len(reward_groups(config))), ray.cluster_resources())
+    problem = check_cluster(wanted, ray.cluster_resources())
     if problem is not None:
         log.error("%s", problem)
         return 2

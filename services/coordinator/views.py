@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from services.config.names import unknown_name_message
+from services.coordinator.changes import require_reward
 from services.coordinator.errors import ChangeError, ConflictError, NotFoundError
 from services.coordinator.state import CoordinatorState
 from services.coordinator.values import finite_or_none, float32_value, json_safe
@@ -55,8 +55,7 @@ def _objective_metrics(state: CoordinatorState) -> dict[str, float]:
 
 
 def constraint(state: CoordinatorState, name: str, metrics: dict[str, float] | None = None) -> dict[str, Any]:
-    if name not in state.objective.reward_names:
-        raise NotFoundError(unknown_name_message("reward", name, state.reward_names))
+    require_reward(state, name)
     metrics = _objective_metrics(state) if metrics is None else metrics
     i = state.objective.reward_names.index(name)
     constrained = name in state.constrained()

@@ -66,9 +66,24 @@ class DataConfig(Section):
     reference_column: str | None = Field("reference", description="Column with the reference response.")
     label_column: str | None = Field("label", description="Column with a class label (used by classifier rewards).")
     context_turns: int = Field(5, gt=0, description="Keep the last N turns of the context.")
+    turn_separator: str = Field(
+        "<EOU>",
+        min_length=1,
+        description="Splits a string context into turns (each turn is stripped, so ' <EOU> ' splits the same): "
+        "'<EOU>' (RL4LMs), '__eou__' (DailyDialog), or 'newline' (also '\\n') for one turn per line.",
+    )
+    drop_empty: bool = Field(
+        False, description="Drop rows with an empty context, reference or label (counted in a warning) instead of refusing the file."
+    )
     categories: list[str] | None = Field(None, description="chatterbot only: topic categories to use (None = all).")
     max_examples: int | None = Field(None, gt=0, description="Cap on the number of examples loaded.")
     seed: int = 0
+
+    @field_validator("turn_separator")
+    @classmethod
+    def _separator_alias(cls, v: str) -> str:
+        # A newline cannot be typed into a key=value override, so it has names.
+        return "\n" if v in ("newline", "\\n") else v
 
 
 class SamplingConfig(Section):
@@ -224,6 +239,27 @@ class RunConfig(Section):
     root: Path = Field(Path("runs"), description="Runs are created under this directory.")
     name: str | None = Field(None, description="Run directory name; None = '<objective>-<timestamp>'.")
     ray_address: str | None = Field(None, description="Ray cluster to join; None = join a running one if any, else start a local one.")
+    actor_start_timeout_s: float = Field(
+        60.0, gt=0.0,
+        description="An actor still waiting for resources (PENDING_CREATION) after this many seconds stops the run with a "
+        "message naming the actor and what it asked for; meanwhile /v1/status says 'waiting for resources'.",
+    )
+
+
+class FaultConfig(Section):
+    """What a run does when something breaks mid-run (docs/RELIABILITY.md)."""
+
+    max_retries: int = Field(
+        3, ge=0,
+        description="A lost rollout/reward actor (restarted by Ray) or a lost learner (rolled back to the last checkpoint): "
+        "the iteration is re-run up to this many times in a row; a fault that repeats ends the run with a resumable checkpoint.",
+    )
+    actor_restarts: int = Field(3, ge=0, description="Ray max_restarts of the rollout, reward and learner actors.")
+    reward_on_error: Literal["fail", "skip"] = Field(
+        "fail",
+        description="Also spelt rewards.on_error. A reward that raises or gives NaN/inf for a sample: 'fail' stops the run "
+        "naming the reward, iteration and sample; 'skip' drops those samples from the update (counted in rewards/skipped).",
+    )
 
 
 class RootConfig(Section):
@@ -247,7 +283,20 @@ class RootConfig(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    fault: FaultConfig = Field(default_factory=FaultConfig)
     resume: bool | str = Field(False, description="true = resume the run named by run.name; or a run directory path.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rewards_on_error(cls, data: Any) -> Any:
+        # `rewards.on_error` sits among the reward names (as the issue and users spell it); it is stored as
+        # fault.reward_on_error so the rewards mapping stays name -> RewardConfig.
+        rewards = data.get("rewards") if isinstance(data, dict) else None
+        if isinstance(rewards, dict) and "on_error" in rewards:
+            data = {**data, "rewards": {k: v for k, v in rewards.items() if k != "on_error"}}
+            fault = data.get("fault")
+            data["fault"] = {**(fault.model_dump() if isinstance(fault, BaseModel) else fault or {}), "reward_on_error": rewards["on_error"]}
+        return data
 
     @field_validator("objective", mode="before")
     @classmethod

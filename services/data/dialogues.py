@@ -20,21 +20,18 @@ import numpy as np
 import yaml
 
 from services.config.names import unknown_name_message
+from services.data.errors import DataError
+from services.data.files import LOCAL_FORMATS, Rows, is_local_file, read_rows
 
 if TYPE_CHECKING:
-    from datasets import Dataset
-
     from services.config.schema import DataConfig
 
 log = logging.getLogger(__name__)
 
 CHATTERBOT = "chatterbot"
-LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-TURN_SEPARATOR = "<EOU>"  # RL4LMs/DailyDialog end-of-utterance marker in string contexts
+TURN_SEPARATOR = "<EOU>"  # RL4LMs' end-of-utterance marker in string contexts (data.turn_separator's default)
 
-
-class DataError(ValueError):
-    """A dataset that cannot be used as configured: bad row, missing column, unknown split or category."""
+__all__ = ["DataError", "DialogueExample", "PromptSampler", "load_examples"]
 
 
 @dataclass(frozen=True)
@@ -53,13 +50,24 @@ def load_examples(cfg: DataConfig, split: Literal["train", "eval"]) -> list[Dial
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     if cfg.source == CHATTERBOT:
-        examples = _carve(_chatterbot_examples(cfg), cfg, split)
+        keyed = _chatterbot_examples(cfg)
+        examples = _carve(keyed, cfg, split)
     elif cfg.eval_split is not None:
-        examples = [ex for _, ex in _dataset_examples(cfg, cfg.train_split if split == "train" else cfg.eval_split)]
+        keyed = _dataset_examples(cfg, cfg.train_split if split == "train" else cfg.eval_split)
+        examples = [ex for _, ex in keyed]
     else:
-        examples = _carve(_dataset_examples(cfg, cfg.train_split), cfg, split)
+        keyed = _dataset_examples(cfg, cfg.train_split)
+        examples = _carve(keyed, cfg, split)
     if not examples:
-        raise DataError(f"data source '{cfg.source}' gave no {split} examples (eval_fraction={cfg.eval_fraction})")
+        if cfg.eval_split is not None:
+            raise DataError(f"data source '{cfg.source}' gave no {split} examples")
+        # The split is by dialogue opening, so a few rows (or rows sharing one opening) may all land on one side.
+        openings = len({key.casefold().strip() for key, _ in keyed})
+        raise DataError(
+            f"data source '{cfg.source}' has too few rows for a train and an eval split: its {len(keyed)} examples "
+            f"({openings} distinct dialogue openings) gave no {split} examples with data.eval_fraction={cfg.eval_fraction}; "
+            "add rows, change data.eval_fraction, or give data.eval_split"
+        )
     return _cap(examples, cfg.max_examples, cfg.seed)
 
 
@@ -148,84 +156,120 @@ def _is_dialogue(conversation: Any) -> bool:
 
 # --- files and `datasets` names -------------------------------------------------------------------------------
 
+_MISSING = object()  # a JSON Lines record without the column's key
+
 
 def _dataset_examples(cfg: DataConfig, split_name: str) -> list[tuple[str, DialogueExample]]:
-    dataset = _load_split(cfg, split_name)
-    where = f"{cfg.source} [{split_name}]"
+    rows, where = _load_split(cfg, split_name)
     columns = {"context": cfg.context_column, "reference": cfg.reference_column, "label": cfg.label_column}
     for role, column in columns.items():
-        if column is not None and column not in dataset.column_names:
+        if column is not None and column not in rows.columns:
             disable = f"; set data.{role}_column=null to go without" if role != "context" else ""
             raise DataError(
-                f"{where}: {role} column '{column}' not found (available: {', '.join(dataset.column_names)}){disable}"
+                f"{where}: {role} column '{column}' not found (available: {', '.join(rows.columns)}){disable}"
             )
-    contexts = dataset[cfg.context_column]
-    references = dataset[cfg.reference_column] if cfg.reference_column else [None] * len(contexts)
-    labels = dataset[cfg.label_column] if cfg.label_column else [None] * len(contexts)
-    keyed = []
-    for row, (raw_context, raw_reference, raw_label) in enumerate(zip(contexts, references, labels)):
-        at = f"{where} row {row}, column"
-        turns = _parse_context(raw_context, f"{at} '{cfg.context_column}'")
-        reference = label = None
-        if cfg.reference_column is not None:
-            reference = _parse_reference(raw_reference, f"{at} '{cfg.reference_column}'")
-        if cfg.label_column is not None:
-            label = _parse_label(raw_label, f"{at} '{cfg.label_column}'")
-        example = DialogueExample(context=turns[-cfg.context_turns :], reference=reference, label=label)
-        keyed.append((turns[0], example))
+    keyed, dropped = [], 0
+    for record, place in zip(rows.records, rows.places):
+        try:
+            example = _example(cfg, record, f"{where} {place}, column")
+        except _Empty as empty:
+            if not cfg.drop_empty:
+                raise DataError(f"{empty}: fill it in, or set data.drop_empty=true to drop such rows") from None
+            dropped += 1
+            continue
+        keyed.append((example.context[0], example))
+    if dropped:
+        log.warning("data: dropped %d of %d rows of %s with an empty context, reference or label (data.drop_empty=true)",
+                    dropped, len(rows.records), where)
+    _hint_separator(cfg, rows, [ex for _, ex in keyed])
     return keyed
 
 
-def _load_split(cfg: DataConfig, split_name: str) -> Dataset:
-    from datasets import load_dataset
+class _Empty(Exception):
+    """A row whose context, reference or label is empty (refused, or dropped with data.drop_empty=true)."""
 
-    path = Path(cfg.source).expanduser()
-    local_format = LOCAL_FORMATS.get(path.suffix.lower())
-    if local_format is not None:
-        if not path.is_file():
-            raise DataError(f"data file not found: {path}")
+
+def _example(cfg: DataConfig, record: dict[str, Any], at: str) -> DialogueExample:
+    turns = _parse_context(record.get(cfg.context_column, _MISSING), f"{at} '{cfg.context_column}'", cfg.turn_separator)
+    reference = label = None
+    if cfg.reference_column is not None:
+        reference = _parse_reference(record.get(cfg.reference_column, _MISSING), f"{at} '{cfg.reference_column}'")
+    if cfg.label_column is not None:
+        label = _parse_label(record.get(cfg.label_column, _MISSING), f"{at} '{cfg.label_column}'")
+    return DialogueExample(context=turns[-cfg.context_turns :], reference=reference, label=label)
+
+
+def _load_split(cfg: DataConfig, split_name: str) -> tuple[Rows, str]:
+    """The split's rows and how messages name it (the file, or `name [split]`)."""
+    if is_local_file(cfg.source):
+        path = Path(cfg.source).expanduser()
         if cfg.subset is not None:
             raise DataError(f"data.subset applies to `datasets` names, not to the local file {path}")
-        splits = load_dataset(local_format, data_files={"train": str(path)})
-    else:
-        try:
-            splits = load_dataset(cfg.source, cfg.subset)
-        except Exception as err:  # datasets raises many types; all mean "cannot use this source"
-            raise DataError(
-                f"cannot load dataset '{cfg.source}' (subset {cfg.subset!r}): {err}. Hub datasets need network "
-                "access unless cached; local files must end in " + "/".join(LOCAL_FORMATS)
-            ) from err
+        if split_name != "train":
+            raise DataError(f"{cfg.source}: no split '{split_name}' (available: train)")
+        return read_rows(path), str(path)
+    from datasets import load_dataset
+
+    try:
+        splits = load_dataset(cfg.source, cfg.subset)
+    except Exception as err:  # datasets raises many types; all mean "cannot use this source"
+        raise DataError(
+            f"cannot load dataset '{cfg.source}' (subset {cfg.subset!r}): {err}. Hub datasets need network "
+            "access unless cached; local files must end in " + "/".join(LOCAL_FORMATS)
+        ) from err
     if split_name not in splits:
         raise DataError(f"{cfg.source}: no split '{split_name}' (available: {', '.join(splits)})")
-    return splits[split_name]
+    dataset = splits[split_name]
+    rows = Rows(list(dataset.column_names), dataset.to_list(), [f"row {i}" for i in range(1, len(dataset) + 1)])
+    return rows, f"{cfg.source} [{split_name}]"
 
 
-def _parse_context(raw: Any, where: str) -> tuple[str, ...]:
+def _describe(raw: Any) -> str:
+    return "nothing (no such key)" if raw is _MISSING else f"{type(raw).__name__} ({raw!r})"
+
+
+def _parse_context(raw: Any, where: str, separator: str = TURN_SEPARATOR) -> tuple[str, ...]:
     if isinstance(raw, str):
-        turns = raw.split(TURN_SEPARATOR)
+        turns = raw.split(separator)
     elif isinstance(raw, (list, tuple)):
-        for j, turn in enumerate(raw):
+        for j, turn in enumerate(raw, start=1):
             if not isinstance(turn, str):
                 raise DataError(f"{where}: turn {j} is {type(turn).__name__} ({turn!r}), expected a string")
         turns = list(raw)
     else:
-        raise DataError(f"{where}: expected a list of turns or a string, got {type(raw).__name__} ({raw!r})")
+        raise DataError(f"{where}: expected a list of turns or a string, got {_describe(raw)}")
     stripped = tuple(t.strip() for t in turns if t.strip())
     if not stripped:
-        raise DataError(f"{where}: empty context")
+        raise _Empty(f"{where}: empty context")
     return stripped
 
 
 def _parse_reference(raw: Any, where: str) -> str:
     if not isinstance(raw, str):
-        raise DataError(f"{where}: expected a reference string, got {type(raw).__name__} ({raw!r})")
+        raise DataError(f"{where}: expected a reference string, got {_describe(raw)}")
+    if not raw.strip():
+        raise _Empty(f"{where}: empty reference")
     return raw.strip()
 
 
 def _parse_label(raw: Any, where: str) -> str:
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        raise DataError(f"{where}: expected a label (string or integer), got {type(raw).__name__} ({raw!r})")
-    return str(raw)
+        raise DataError(f"{where}: expected a label (string or integer), got {_describe(raw)}")
+    if isinstance(raw, str) and not raw.strip():
+        raise _Empty(f"{where}: empty label")
+    return str(raw).strip()
+
+
+def _hint_separator(cfg: DataConfig, rows: Rows, examples: list[DialogueExample]) -> None:
+    """A corpus joined with another marker (DailyDialog's `__eou__`) would load silently as one turn per row."""
+    if not examples or any(len(ex.context) > 1 for ex in examples):
+        return
+    texts = [r.get(cfg.context_column) for r in rows.records[:200]]
+    texts = [t for t in texts if isinstance(t, str)]
+    for marker, setting in (("__eou__", "__eou__"), ("\n", "newline"), (TURN_SEPARATOR, TURN_SEPARATOR)):
+        if marker != cfg.turn_separator and any(marker in t for t in texts):
+            log.warning("data: every context is one turn, but contexts contain %r: set data.turn_separator=%s", marker, setting)
+            return
 
 
 # --- sampling -------------------------------------------------------------------------------------------------

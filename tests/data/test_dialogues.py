@@ -100,14 +100,16 @@ def test_file_eval_fraction_carves_by_dialogue_opening(tmp_path):
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        ({"turns": []}, r"row 1, column 'turns': empty context"),
-        ({"turns": " <EOU> "}, r"row 1, column 'turns': empty context"),
-        ({"turns": ["ok", 5]}, r"row 1, column 'turns': turn 1 is int \(5\), expected a string"),
-        ({"answer": None}, r"row 1, column 'answer': expected a reference string, got NoneType"),
-        ({"topic": None}, r"row 1, column 'topic': expected a label"),
+        ({"turns": []}, r"bad.jsonl line 2, column 'turns': empty context: fill it in, or set data.drop_empty=true"),
+        ({"turns": " <EOU> "}, r"line 2, column 'turns': empty context"),
+        ({"turns": ["ok", 5]}, r"line 2, column 'turns': turn 2 is int \(5\), expected a string"),
+        ({"answer": None}, r"line 2, column 'answer': expected a reference string, got NoneType"),
+        ({"answer": "  "}, r"line 2, column 'answer': empty reference: fill it in, or set data.drop_empty=true"),
+        ({"topic": None}, r"line 2, column 'topic': expected a label"),
+        ({"topic": ""}, r"line 2, column 'topic': empty label"),
     ],
 )
-def test_bad_rows_name_row_and_column(tmp_path, bad, message):
+def test_bad_rows_name_the_1_based_line_and_column(tmp_path, bad, message):
     good = {"turns": ["hello"], "answer": "hi", "topic": "t"}
     row = {**good, **bad}
     path = tmp_path / "bad.jsonl"
@@ -166,3 +168,90 @@ def test_sampler_refuses_state_of_other_data():
 def test_unreachable_hub_dataset_is_a_data_error():
     with pytest.raises(DataError, match=r"cannot load dataset 'no-such-org/no-such-dataset'.*need network access"):
         load_examples(DataConfig(source="no-such-org/no-such-dataset"), "train")
+
+
+# --- files as a new user writes them: numbering, empty files, separators, dropping -------------------------
+
+GOOD = {"turns": ["hello"], "answer": "hi", "topic": "t"}
+
+
+def _config(path, **kw):
+    return DataConfig(source=str(path), eval_fraction=0.0, **{**COLUMNS, **kw})
+
+
+def test_malformed_jsonl_names_the_file_and_editor_line(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n\n" + '{"turns": ["a"], "answer": "b"\n')  # a blank line, then a torn one
+    with pytest.raises(DataError) as err:
+        load_examples(_config(path), "train")
+    assert str(err.value).startswith(f"{path} line 3: not valid JSON (Expecting ',' delimiter")
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps(["not", "an", "object"]) + "\n")
+    with pytest.raises(DataError, match=r"corpus.jsonl line 2: expected a JSON object"):
+        load_examples(_config(path), "train")
+
+
+@pytest.mark.parametrize(("name", "text", "what"), [("empty.jsonl", "", "is empty"), ("blank.jsonl", "\n\n", "has no rows"),
+                                                    ("empty.csv", "", "is empty"), ("header.csv", "turns,answer,topic\n", "has no rows")])
+def test_an_empty_file_is_named(tmp_path, name, text, what):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError, match=rf"^{path} {what}: give a file with one example per row$"):
+        load_examples(_config(path), "train")
+
+
+def test_csv_rows_are_numbered_from_1_after_the_header(tmp_path):
+    path = tmp_path / "corpus.csv"
+    path.write_text('turns,answer,topic\n"Hi <EOU> there",Fine.,greetings\n"a, quoted\nline",,t\n')
+    with pytest.raises(DataError, match=r"corpus.csv row 2, column 'answer': empty reference"):
+        load_examples(_config(path), "train")
+    path.write_text("turns,answer,topic\nHi,Fine.,greetings,extra\n")
+    with pytest.raises(DataError, match=r"corpus.csv row 1: 4 fields, the header has 3"):
+        load_examples(_config(path), "train")
+    path.write_text("turns,answer,topic\nHi <EOU> there,Fine.,greetings\n")
+    assert load_examples(_config(path), "train") == [DialogueExample(("Hi", "there"), "Fine.", "greetings")]
+
+
+def test_json_array_rows_and_a_missing_key(tmp_path):
+    path = tmp_path / "corpus.json"
+    path.write_text(json.dumps([GOOD, {"turns": ["x"], "topic": "t"}]))
+    with pytest.raises(DataError, match=r"corpus.json row 2, column 'answer': expected a reference string, got nothing \(no such key\)"):
+        load_examples(_config(path), "train")
+
+
+def test_drop_empty_drops_and_counts(tmp_path, caplog):
+    path = tmp_path / "corpus.jsonl"
+    rows = [GOOD, {**GOOD, "answer": ""}, {**GOOD, "turns": [" "]}, {**GOOD, "answer": "yes"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level("WARNING", logger="services.data.dialogues"):
+        examples = load_examples(_config(path, drop_empty=True), "train")
+    assert [ex.reference for ex in examples] == ["hi", "yes"]
+    assert "dropped 2 of 4 rows" in caplog.text and "data.drop_empty=true" in caplog.text
+
+
+@pytest.mark.parametrize(("separator", "text"), [("__eou__", "Hi there __eou__ Hello __eou__ "), ("newline", "Hi there\nHello\n"),
+                                                 ("\\n", "Hi there\nHello"), ("<EOU>", "Hi there <EOU> Hello")])
+def test_turn_separator_presets(tmp_path, separator, text):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps({**GOOD, "turns": text}) + "\n")
+    assert load_examples(_config(path, turn_separator=separator), "train")[0].context == ("Hi there", "Hello")
+
+
+def test_a_corpus_joined_with_another_marker_is_pointed_out(tmp_path, caplog):
+    path = tmp_path / "daily.jsonl"
+    path.write_text(json.dumps({**GOOD, "turns": "Hi __eou__ Hello __eou__"}) + "\n")
+    with caplog.at_level("WARNING", logger="services.data.dialogues"):
+        assert load_examples(_config(path), "train")[0].context == ("Hi __eou__ Hello __eou__",)
+    assert "set data.turn_separator=__eou__" in caplog.text
+
+
+def test_too_few_rows_for_an_eval_split_says_how_many(tmp_path):
+    path = tmp_path / "tiny.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n")
+    messages = []
+    for split in ("train", "eval"):  # one row: one of the two splits is empty, whichever the hash picks
+        try:
+            load_examples(DataConfig(source=str(path), eval_fraction=0.5, **COLUMNS), split)
+        except DataError as err:
+            messages.append(str(err))
+    assert len(messages) == 1
+    assert "too few rows for a train and an eval split: its 1 examples (1 distinct dialogue openings)" in messages[0]

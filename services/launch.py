@@ -4,6 +4,12 @@
     python -m services.launch preset=smoke --cfg      # print the resolved config with help, then exit
     python -m services.launch resume=runs/ppo-20261122-140000 trainer.iterations=100
     python -m services.launch @overrides.txt trainer.iterations=50   # overrides from a file, then more
+    python -m services.launch data.source=my.jsonl --check   # only the preflight: config, data, rewards, cluster
+
+Before any cluster is joined or started, a preflight reads the data (every split the run uses) and checks
+each reward's needs; a problem is one line naming the file, line, column, reward or resource and the fix,
+exit code 2 (`--debug` adds the traceback). `--check` stops after the preflight (and the cluster check: an
+existing cluster's resources, or what a local one would get) with "preflight ok: ...", exit code 0.
 
 @FILE reads overrides from FILE, one per line, in place of the argument (so later arguments win); blank
 lines and # comments (a whole line, or after whitespace) are ignored. `python -m services.thresholds.proxy_points
@@ -18,11 +24,14 @@ import os
 import re
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import yaml
 
 from services.config.overrides import ConfigError, build_config, split_override
+from services.run.cluster import ClusterUnreachable
+from services.run.preflight import PreflightError, check_cluster, needs, reward_actor_count
 
 log = logging.getLogger("crlhf")
 
@@ -98,18 +107,25 @@ def connect_ray(address: str | None, needed_cpus: float, log_file: Path | None =
         ray.init(address=choice.address, runtime_env=runtime_env, logging_level=logging.WARNING)
         log.info("connected to the Ray cluster at %s (from %s)", choice.address, choice.source)
         return
-    # Logical CPUs only gate scheduling: phases run one after another, so oversubscribing a small
-    # machine is harmless and lets every actor start.
-    cpus = max(os.cpu_count() or 1, math.ceil(needed_cpus))
+    cpus = local_cpus(needed_cpus)
     os.environ.pop("RAY_ADDRESS", None)
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env, logging_level=logging.WARNING)
     log.info("started a local Ray cluster with %s logical CPUs", cpus)
+
+
+def local_cpus(needed_cpus: float) -> int:
+    # Logical CPUs only gate scheduling: phases run one after another, so oversubscribing a small
+    # machine is harmless and lets every actor start.
+    return max(os.cpu_count() or 1, math.ceil(needed_cpus))
 
 
 def ray_get_address(driver) -> str:
     import ray
 
     return ray.get(driver.coordinator.address.remote()) or "disabled"
+
+
+FLAGS = ("--cfg", "--check", "--debug")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,40 +136,24 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0
+    debug = "--debug" in argv
     try:
         argv = expand_argument_files(argv)
-    except ConfigError as err:
-        print(f"crlhf: {err}", file=sys.stderr)
-        return 2
-    show = "--cfg" in argv
-    overrides = [a for a in argv if a != "--cfg"]
-    try:
+        flags = {a for a in argv if a in FLAGS}
+        overrides = [a for a in argv if a not in FLAGS]
         run_dir, base = resolve_run(overrides)
         config = build_config([a for a in overrides if not a.startswith("resume=")], base)
-    except ConfigError as err:
+        if "--cfg" in flags:
+            print_config(config)
+            return 0
+        examples, eval_examples = preflight(config)  # before any cluster is joined or started
+        if "--check" in flags:
+            print(f"preflight ok: {check_summary(config, examples, eval_examples)}; {check_cluster_only(config)}")
+            return 0
+    except USER_ERRORS as err:
+        if debug:
+            traceback.print_exc()
         print(f"crlhf: {err}", file=sys.stderr)
-        return 2
-    if show:
-        print_config(config)
-        return 0
-
-    from services.data.dialogues import DataError, load_examples
-    from services.driver import write_config
-    from services.evaluation.run_eval import score_bounds
-
-    try:  # bad rows and bad evaluation settings are reported before any actor starts
-        examples = load_examples(config.data, "train")
-        held_out = config.data.eval_split is not None or config.data.eval_fraction > 0
-        if config.evaluation.every and not held_out:
-            log.warning("no held-out split (data.eval_fraction=0, no data.eval_split): evaluation is off")
-        measures = any(r.threshold == "auto" for r in config.rewards.values())  # threshold=auto evaluates first
-        eval_examples = load_examples(config.data, "eval") if (config.evaluation.every or measures) and held_out else []
-        score_bounds(config.evaluation.score, config.evaluation.bounds)
-    except DataError as err:
-        print(f"crlhf: data: {err}", file=sys.stderr)
-        return 2
-    except KeyError as err:
-        print(f"crlhf: evaluation.bounds: {err.args[0]}", file=sys.stderr)
         return 2
 
     if run_dir is None:
@@ -162,14 +162,83 @@ def main(argv: list[str] | None = None) -> int:
         if (run_dir / "checkpoints").exists():
             print(f"crlhf: run directory {run_dir} already has checkpoints; pass resume=true to continue it", file=sys.stderr)
             return 2
-    write_config(config, run_dir)
+    from services.driver import write_config
     from services.run.console import run_log
+
+    write_config(config, run_dir)
 
     close_log = run_log(run_dir)
     try:
         return _train(config, run_dir, base, examples, eval_examples)
     finally:
         close_log()
+
+
+class DataProblem(ValueError):
+    """A DataError, worded for the console ("data: ...")."""
+
+    def __str__(self) -> str:
+        return f"data: {self.args[0]}"
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataProblem, PreflightError, ClusterUnreachable)
+
+
+def preflight(config) -> tuple[list, list]:
+    """The data (every split the run reads), each reward's needs and the evaluation settings; raises a
+    USER_ERRORS error naming the file, line, column, reward or setting, with the fix."""
+    from services.data.dialogues import DataError, load_examples
+    from services.evaluation.run_eval import score_bounds
+    from services.run.preflight import check_rewards
+
+    try:
+        examples = load_examples(config.data, "train")
+        held_out = config.data.eval_split is not None or config.data.eval_fraction > 0
+        if config.evaluation.every and not held_out:
+            log.warning("no held-out split (data.eval_fraction=0, no data.eval_split): evaluation is off")
+        measures = any(r.threshold == "auto" for r in config.rewards.values())  # threshold=auto evaluates first
+        eval_examples = load_examples(config.data, "eval") if (config.evaluation.every or measures) and held_out else []
+    except DataError as err:
+        raise DataProblem(str(err)) from err
+    check_rewards(config, examples + eval_examples)
+    try:
+        score_bounds(config.evaluation.score, config.evaluation.bounds)
+    except KeyError as err:
+        raise PreflightError(f"evaluation.bounds: {err.args[0]}") from None
+    return examples, eval_examples
+
+
+def check_summary(config, examples: list, eval_examples: list) -> str:
+    rewards = ", ".join(f"{name} ({reward.kind})" for name, reward in config.rewards.items())
+    held_out = f" / {len(eval_examples)} eval" if eval_examples else ""
+    return (f"objective {config.objective.name}; {len(examples)} train{held_out} examples from {config.data.source}; "
+            f"rewards {rewards}")
+
+
+def check_cluster_only(config) -> str:
+    """The cluster part of `--check`: an existing cluster is asked for its resources (joined as a driver and
+    left; no actor starts); none is started — the line says what a local one would get."""
+    from services.run.cluster import choose
+
+    wanted = needs(config, reward_actor_count(config))
+    needed = sum(n.cpus for n in wanted)
+    choice = choose(config.run.ray_address)
+    if choice.address is None:
+        stale = f" ({choice.warning})" if choice.warning else ""
+        return (f"no Ray cluster to join{stale}: a run starts a local one with {local_cpus(needed)} logical CPUs "
+                f"for the {needed:g} its actors ask for")
+    import ray
+
+    ray.init(address=choice.address, logging_level=logging.WARNING)
+    try:
+        resources = ray.cluster_resources()
+    finally:
+        ray.shutdown()
+    problem = check_cluster(wanted, resources)
+    if problem is not None:
+        raise PreflightError(problem)
+    return (f"the Ray cluster at {choice.address} (from {choice.source}) has {resources.get('CPU', 0):g} CPUs and "
+            f"{resources.get('GPU', 0):g} GPUs, the run needs {needed:g} CPUs and {sum(n.gpus for n in wanted):g} GPUs")
 
 
 def _train(config, run_dir: Path, base: dict | None, examples: list, eval_examples: list) -> int:

@@ -1,14 +1,87 @@
-"""Checks a run makes against the cluster before any actor starts (pure: the caller passes Ray's numbers).
+"""Checks a run makes before any actor starts (pure: the caller passes the loaded examples and Ray's numbers).
 
-A run whose actors ask for more CPUs or GPUs than the cluster has would wait forever with its learner in
-PENDING_CREATION; this says so at once, naming the resource and the fix.
+- `check_rewards`: each reward's needs against the data — a class label per row (classifier), a reference
+  per row (meteor, bleu, sacrebleu, rouge, similarity), labels the classifier knows — and models on disk.
+  Without it a run fails minutes later inside a reward actor ("row 0 has none").
+- `check_cluster`: a run whose actors ask for more CPUs or GPUs than the cluster has would wait forever with
+  its learner in PENDING_CREATION; this says so at once, naming the resource and the fix.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.config.schema import RootConfig
+from services.data.dialogues import DialogueExample
+
+# Which reward kinds read which per-row field (their `_score` calls ScoringBatch.require_labels /
+# require_references; tests/run/test_preflight.py checks this table against the reward classes' source).
+NEEDS_LABEL = frozenset({"classifier"})
+NEEDS_REFERENCE = frozenset({"meteor", "bleu", "sacrebleu", "rouge", "similarity"})
+# Params that name a model directory, per kind. hf_model's `path` may also be a hub id, so only a value that
+# is written as a path (/, ./, ../, ~) is checked.
+MODEL_PARAMS = {"classifier": ("model_dir", "encoder_path"), "similarity": ("model_path",), "hf_model": ("path",)}
+
+
+class PreflightError(ValueError):
+    """A run that cannot work as configured; the message names the reward/resource and the fix."""
+
+
+def check_rewards(config: RootConfig, examples: Sequence[DialogueExample]) -> None:
+    """PreflightError for the first reward the data or the disk cannot serve."""
+    data = config.data
+    for name, reward in config.rewards.items():
+        drop = f"set rewards.{name}=null to train without it"
+        if reward.kind in NEEDS_LABEL:
+            missing = next((i for i, ex in enumerate(examples) if ex.label is None), None)
+            if missing is not None:
+                gives = "data.label_column=null gives none" if data.label_column is None else f"example {missing + 1} has none"
+                raise PreflightError(
+                    f"reward '{name}' ({reward.kind}) scores each response against the row's class label, and "
+                    f"{data.source}'s {gives}: {drop}, or set data.label_column=COLUMN (the column of class labels)"
+                )
+            _check_known_labels(name, reward.params, {ex.label for ex in examples})
+        if reward.kind in NEEDS_REFERENCE:
+            missing = next((i for i, ex in enumerate(examples) if ex.reference is None), None)
+            if missing is not None:
+                gives = "data.reference_column=null gives none" if data.reference_column is None else f"example {missing + 1} has none"
+                raise PreflightError(
+                    f"reward '{name}' ({reward.kind}) compares each response with the row's reference, and "
+                    f"{data.source}'s {gives}: {drop}, or set data.reference_column=COLUMN"
+                )
+        for key in MODEL_PARAMS.get(reward.kind, ()):
+            value = reward.params.get(key)
+            if value is None or (reward.kind == "hf_model" and not str(value).startswith(("/", "./", "../", "~"))):
+                continue
+            if not Path(str(value)).expanduser().is_dir():
+                raise PreflightError(
+                    f"reward '{name}' ({reward.kind}): rewards.{name}.params.{key}={value} is not a directory on this "
+                    f"machine: give the model's directory (on every node that runs reward actors), or {drop}"
+                )
+
+
+def _check_known_labels(name: str, params: dict, labels: set[str | None]) -> None:
+    """A classifier only scores the classes it was built on; the built one lists them in labels.json."""
+    directory = params.get("model_dir")
+    if directory is None:  # the default, built on first use; its path as services.config.paths computes it,
+        # without creating the cache directory (a preflight writes nothing)
+        directory = Path(os.environ.get("CRLHF_CACHE", Path.home() / ".cache" / "crlhf")) / "topic_classifier"
+    listing = Path(str(directory)).expanduser() / "labels.json"
+    if not listing.is_file():
+        return  # not built yet (it is built from the chatterbot corpus on first use)
+    known = set(json.loads(listing.read_text()))
+    unknown = sorted(str(label) for label in labels - known)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise PreflightError(
+            f"reward '{name}' (classifier): the data has labels the classifier in {listing.parent} does not know "
+            f"({shown}; it knows {', '.join(sorted(known))}): give a classifier built on these labels "
+            f"(rewards.{name}.params.model_dir), or set rewards.{name}=null"
+        )
 
 
 @dataclass(frozen=True)
@@ -17,6 +90,11 @@ class Need:
     setting: str  # the config key that sets it, e.g. "rollout.num_cpus"
     cpus: float
     gpus: float
+
+
+def reward_actor_count(config: RootConfig) -> int:
+    """One reward actor per distinct `rewards.*.actor` (as services/run/actors.py:reward_groups starts them)."""
+    return len({reward.actor for reward in config.rewards.values()})
 
 
 def needs(config: RootConfig, reward_actors: int) -> list[Need]:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, SerializeAsAny, field_validator, model_validator
 
+from services.config.run_root import absolute, default_runs_root
 from services.objectives.options import ObjectiveConfig
 from services.objectives.registry import objective_config_from_dict
 from services.rewards.config import RewardConfig
@@ -236,7 +237,12 @@ class ControlConfig(Section):
 
 
 class RunConfig(Section):
-    root: Path = Field(Path("runs"), description="Runs are created under this directory.")
+    root: Path = Field(
+        default_factory=default_runs_root,
+        description="Runs are created under this directory (made absolute). Default: $CRLHF_RUNS if set; "
+        "~/crlhf-runs inside Ray's temporary working directory (ray job submit --working-dir), which Ray deletes; "
+        "else ./runs.",
+    )
     name: str | None = Field(None, description="Run directory name; None = '<objective>-<timestamp>'.")
     ray_address: str | None = Field(None, description="Ray cluster to join; None = join a running one if any, else start a local one.")
     actor_start_timeout_s: float = Field(
@@ -244,6 +250,12 @@ class RunConfig(Section):
         description="An actor still waiting for resources (PENDING_CREATION) after this many seconds stops the run with a "
         "message naming the actor and what it asked for; meanwhile /v1/status says 'waiting for resources'.",
     )
+
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, v: Path) -> Path:
+        # A relative root would follow the process's cwd, e.g. into Ray's temporary working directory.
+        return absolute(v)
 
 
 class FaultConfig(Section):

@@ -275,10 +275,10 @@ class FaultConfig(Section):
 
 
 class RootConfig(Section):
-    preset: Literal["default", "smoke", "paper"] = Field(
+    preset: Literal["default", "smoke", "paper", "gpu"] = Field(
         "default",
         description="Bundle of settings applied before overrides: default (CPU laptop, SmolLM2), smoke (tiny model), "
-        "paper (paper 000's hyperparameters, for GPU clusters).",
+        "paper (paper 000's hyperparameters, for GPU clusters), gpu (Qwen2.5-0.5B + vLLM on 2 GPUs, NCCL weight sync).",
     )
     objective: SerializeAsAny[ObjectiveConfig] = Field(
         default_factory=lambda: objective_config_from_dict({"name": "ppo"}),

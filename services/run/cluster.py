@@ -1,8 +1,10 @@
 """Which Ray cluster a launch joins, decided before `ray.init` so that a dead address never hangs it.
 
 Order: `run.ray_address`, else `RAY_ADDRESS` (set by `ray job submit`), else what `ray.init(address="auto")`
-would find — Ray's current-cluster file (written by `ray start`, left behind when a head node is killed
-rather than stopped) or a GCS process running on this machine — else a new local cluster. Every address is
+would find in Ray's current-cluster file (written by `ray start`, left behind when a head node is killed
+rather than stopped) — else a new local cluster. Unlike `address="auto"`, a GCS process found running on
+this machine is not joined: it is usually another run's private local cluster, which goes down (taking this
+run's actors with it) when that run ends. Every address is
 probed with a short TCP connect first: an explicit one that does not answer is an error naming it and
 where it came from; a discovered one that does not answer is reported as stale and a local cluster is
 started instead.
@@ -49,9 +51,6 @@ def _discovered() -> tuple[str | None, str]:
     from_file = services.find_bootstrap_address(None)
     if from_file:
         return from_file, f"Ray's current-cluster file ({get_ray_address_file(None)})"
-    running = services.find_gcs_addresses()
-    if running:
-        return sorted(running)[0], "a Ray GCS process running on this machine"
     return None, ""
 
 

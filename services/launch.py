@@ -224,9 +224,8 @@ def check_cluster_only(config) -> str:
     needed = sum(n.cpus for n in wanted)
     choice = choose(config.run.ray_address)
     if choice.address is None:
-        stale = f" ({choice.warning})" if choice.warning else ""
-        return (f"no Ray cluster to join{stale}: a run starts a local one with {local_cpus(needed)} logical CPUs "
-                f"for the {needed:g} its actors ask for")
+        return (f"no Ray cluster to join ({choice.warning or choice.source}): a run starts a local one with "
+                f"{local_cpus(needed)} logical CPUs for the {needed:g} its actors ask for")
     import ray
 
     ray.init(address=choice.address, logging_level=logging.WARNING)
@@ -245,7 +244,9 @@ def _train(config, run_dir: Path, base: dict | None, examples: list, eval_exampl
     from ray.exceptions import RayError
 
     from services.driver import Driver, RunError, root_cause
-    from services.run.actors import reward_groups
+    from services.run.actors import ActorsPending, reward_groups
+    from services.run.checkpoints import CheckpointError
+    from services.run.signals import StopNow
 
     log.info("run directory: %s", run_dir.resolve())
 
@@ -266,7 +267,15 @@ def _train(config, run_dir: Path, base: dict | None, examples: list, eval_exampl
     if problem is not None:
         log.error("%s", problem)
         return 2
-    driver = Driver(config, run_dir, examples, eval_examples)
+    try:
+        driver = Driver(config, run_dir, examples, eval_examples)
+    except ActorsPending as err:  # an actor Ray cannot place: say which and why instead of waiting forever
+        log.error("%s", err)
+        return 2
+    except RayError as err:  # an actor failed to start, e.g. the control plane's port is taken
+        log.error("%s", root_cause(err))
+        return 1
+    resume = f"python -m services.launch resume={run_dir.resolve()}"
     try:
         if base is not None:
             driver.restore()
@@ -274,14 +283,20 @@ def _train(config, run_dir: Path, base: dict | None, examples: list, eval_exampl
         for rank, described in enumerate(ray.get([actor.describe.remote() for actor in driver.rollout])):
             log.info("rollout %d: %s on %s (%s)", rank, described["backend"], described["device"], described["reason"])
         last = driver.run()
-    except RunError as err:
+    except (RunError, CheckpointError) as err:
         log.error("%s", err)
         return 1
     except RayError as err:  # an actor failed to start, e.g. the control plane's port is taken
         log.error("%s", root_cause(err))
         return 1
+    except StopNow as err:  # a second SIGINT/SIGTERM: no checkpoint now; the last one on disk is the resume point
+        log.error("%s; resume from the last checkpoint with: %s", err, resume)
+        return 128 + err.signum
     finally:
         driver.close()
+    if driver.stop_request:  # first SIGINT/SIGTERM: stopped at an iteration boundary, checkpoint written
+        log.warning("stopped by a signal; resume with: %s", resume)
+        return driver.stop_request.exit_code
     log.info("done: %d iterations; metrics in %s", config.trainer.iterations, driver.metrics_path)
     if driver.metrics_path.exists():
         from rich.console import Console

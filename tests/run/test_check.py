@@ -64,7 +64,7 @@ def test_an_empty_reference_is_refused_or_dropped(tmp_path):
     common = [f"data.source={path}", "data.label_column=null", "rewards.topic=null"]
     assert_refused(launch(tmp_path, *common), tmp_path, f"{path} line 41, column 'reference': empty reference: "
                    "fill it in, or set data.drop_empty=true")
-    dropped = launch(tmp_path, *common, "data.drop_empty=true", "--check")
+    dropped = launch(tmp_path, *common, "data.drop_empty=true", "run.ray_address=local", "--check")
     assert dropped.returncode == 0, dropped.stderr
     assert "dropped 1 of 41 rows" in dropped.stdout + dropped.stderr
 
@@ -78,11 +78,13 @@ def test_the_default_topic_reward_on_unlabelled_data_is_refused_before_any_clust
 
 def test_check_without_a_cluster_says_what_a_local_one_would_get(tmp_path):
     path = write_jsonl(tmp_path / "mine.jsonl", ROWS)
-    result = launch(tmp_path, f"data.source={path}", "data.label_column=null", "rewards.topic=null", "--check")
+    # run.ray_address=local: a Ray cluster of someone else's on this machine would otherwise be found (and joined)
+    result = launch(tmp_path, f"data.source={path}", "data.label_column=null", "rewards.topic=null", "run.ray_address=local",
+                    "--check")
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
     assert line.startswith("preflight ok: objective ppo; ") and f"examples from {path}" in line
-    assert "no Ray cluster to join: a run starts a local one with" in line
+    assert "no Ray cluster to join (run.ray_address=local): a run starts a local one with" in line
     assert not (tmp_path / "runs").exists() and not (tmp_path / "ray").exists()
 
 

@@ -10,8 +10,10 @@
     crlhf nelder-mead                          Nelder–Mead simplex and history (nm_ppo)
     crlhf report [RUN_DIR]                     per-reward summary + report.png, from the run's files (no server)
 
-The run is found from --run-dir / --url, else CRLHF_RUN_DIR / CRLHF_URL, else the newest ./runs/* with a
-control.json. The token comes from CRLHF_CONTROL_TOKEN or the run directory's control.token. Changes apply
+The run is found from --run-dir / --url, else CRLHF_RUN_DIR / CRLHF_URL, else the newest run with a
+control.json under run.root's default ($CRLHF_RUNS, else ./runs) or ~/crlhf-runs. When its control plane
+does not answer (the run ended), status, constraints and audit read the run directory's files instead
+(metrics.jsonl, config.yaml, audit.jsonl) and say so on stderr. The token comes from CRLHF_CONTROL_TOKEN or the run directory's control.token. Changes apply
 from the next iteration boundary; the output says which iteration. Exit codes: 0 ok, 1 the server refused
 or failed, 2 the run could not be found or reached.
 """
@@ -22,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -29,6 +32,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from clients import files
 from clients.client import ControlClient, ControlError, discover
 from services.control import schemas
 
@@ -217,27 +221,18 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--limit", type=int, default=None, help="only the last N entries")
     sub.add_parser("nelder-mead", help="Nelder–Mead state and history (nm_ppo)")
     rep = sub.add_parser("report", help="summary table and report.png of a finished or live run (reads its files)")
-    rep.add_argument("directory", nargs="?", help="run directory (default: --run-dir, CRLHF_RUN_DIR or the newest ./runs/*)")
+    rep.add_argument("directory", nargs="?", help="run directory (default: --run-dir, CRLHF_RUN_DIR or the newest run under $CRLHF_RUNS / ./runs / ~/crlhf-runs)")
     return p
 
 
-def report(directory: str | None, runs_root: str = "runs") -> int:
+def report(directory: str | None) -> int:
     """Reads metrics.jsonl and config.yaml only, so it works after the run (and its server) ended."""
-    import os
-    from pathlib import Path
-
     from services.run import report as run_report
 
-    chosen = directory or os.environ.get("CRLHF_RUN_DIR")
-    if chosen is None:
-        candidates = sorted(Path(runs_root).glob("*/metrics.jsonl"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            print(f"crlhf: no run to report on: pass RUN_DIR (no {runs_root}/*/metrics.jsonl here)", file=sys.stderr)
-            return 2
-        chosen = str(candidates[-1].parent)
     try:
-        summary, picture = run_report.write(Path(chosen))
-    except FileNotFoundError as err:
+        chosen = files.find_run(directory, "metrics.jsonl")
+        summary, picture = run_report.write(chosen)
+    except (files.NoRun, FileNotFoundError) as err:
         print(f"crlhf: {err}", file=sys.stderr)
         return 2
     out.print(summary)
@@ -245,22 +240,65 @@ def report(directory: str | None, runs_root: str = "runs") -> int:
     return 0
 
 
+FROM_FILES = ("status", "constraints", "audit")  # commands a finished run's files can answer
+
+
+def from_files(args: argparse.Namespace, run_dir: Path, reason: str) -> int:
+    """status / constraints / audit from the run directory, when its control plane does not answer."""
+    try:
+        if args.command == "audit":
+            shown: Any = files.audit(run_dir, args.since, args.limit)
+            render = show_audit
+        elif args.command == "constraints":
+            shown, render = files.constraints(run_dir), show_constraints
+        else:
+            shown, render = files.status(run_dir), show_status
+    except files.NoRun as err:
+        print(f"crlhf: {reason}; and {err}", file=sys.stderr)
+        return 2
+    planned = files.planned_iterations(run_dir)
+    last = shown.iteration if isinstance(shown, schemas.Status) else None
+    progress = f", last iteration {last} of {planned} planned" if last is not None and planned else ""
+    # stderr: --json output stays machine-readable
+    print(f"crlhf: {reason}; read from the run's files in {run_dir} (the run is not serving{progress})", file=sys.stderr)
+    if args.json:
+        data = [m.model_dump(mode="json") for m in shown] if isinstance(shown, list) else shown.model_dump(mode="json")
+        out.print_json(json.dumps(data))
+    else:
+        render(shown)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "report":
         return report(args.directory or args.run_dir)
+    readable = args.command in FROM_FILES and getattr(args, "action", None) is None and args.url is None
     try:
         target = discover(args.run_dir, args.url)
     except ControlError as e:
+        run_dir = _run_with_files(args.run_dir) if readable else None
+        if run_dir is not None:  # e.g. control.enabled=false: no control.json, but metrics.jsonl
+            return from_files(args, run_dir, str(e))
         print(f"crlhf: {e}", file=sys.stderr)
         return 2
     try:
         with ControlClient(target.url, target.token, timeout=args.timeout) as client:
             run(args, client)
     except ControlError as e:
+        if e.status is None and readable and target.run_dir is not None:
+            return from_files(args, target.run_dir, str(e))
         print(f"crlhf: {e}", file=sys.stderr)
         return 2 if e.status is None else 1
     return 0
+
+
+def _run_with_files(run_dir: str | None) -> Path | None:
+    try:
+        found = files.find_run(run_dir, "metrics.jsonl")
+    except files.NoRun:
+        return None
+    return found if (found / "metrics.jsonl").exists() or (found / "audit.jsonl").exists() else None
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
         c.patch_objective(multiplier_lr=0.05)
 
 Address and token are found from (first match wins): explicit arguments; CRLHF_URL / CRLHF_RUN_DIR and
-CRLHF_CONTROL_TOKEN; the newest run under ./runs that has a control.json. Every non-2xx answer raises
+CRLHF_CONTROL_TOKEN; the newest run with a control.json under run.root's default ($CRLHF_RUNS, else ./runs)
+or ~/crlhf-runs (clients/files.py). Every non-2xx answer raises
 `ControlError` carrying the server's `detail`.
 """
 
@@ -44,6 +45,7 @@ class Target:
     url: str
     token: str | None
     source: str  # where the address came from, for error messages
+    run_dir: Path | None = None  # where its files are (None for a bare --url), for reading them when it is gone
 
 
 def _read_run_dir(run_dir: Path) -> tuple[str, str | None]:
@@ -59,27 +61,33 @@ def _read_run_dir(run_dir: Path) -> tuple[str, str | None]:
     return url, token
 
 
-def discover(run_dir: str | Path | None = None, url: str | None = None, token: str | None = None, runs_root: str | Path = "runs") -> Target:
+def discover(run_dir: str | Path | None = None, url: str | None = None, token: str | None = None,
+             runs_root: str | Path | None = None) -> Target:
     """Where the control plane is and which token to send (see the module docstring for the order)."""
+    from clients.files import NoRun, newest_run
+
     file_token = None
     if url is None and run_dir is None:
         url = os.environ.get(URL_ENV) or None
         run_dir = os.environ.get(RUN_DIR_ENV) or None
     if url is not None:
-        source = "--url / " + URL_ENV
-    elif run_dir is not None:
-        url, file_token = _read_run_dir(Path(run_dir))
-        source = str(run_dir)
-    else:
-        candidates = sorted(Path(runs_root).glob("*/control.json"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
+        return Target(url.rstrip("/"), token or os.environ.get(TOKEN_ENV), "--url / " + URL_ENV)
+    if run_dir is None:
+        if runs_root is not None:
+            candidates = sorted(Path(runs_root).glob("*/control.json"), key=lambda p: p.stat().st_mtime)
+            run_dir = candidates[-1].parent if candidates else None
+        else:
+            try:
+                run_dir = newest_run("control.json")
+            except NoRun as err:
+                raise ControlError(f"{err} (looked for */control.json)") from None
+        if run_dir is None:
             raise ControlError(
                 f"cannot find a run: pass --run-dir DIR or --url URL, or set {RUN_DIR_ENV} / {URL_ENV} "
                 f"(no {runs_root}/*/control.json here)"
             )
-        url, file_token = _read_run_dir(candidates[-1].parent)
-        source = str(candidates[-1].parent)
-    return Target(url.rstrip("/"), token or os.environ.get(TOKEN_ENV) or file_token, source)
+    url, file_token = _read_run_dir(Path(run_dir))
+    return Target(url.rstrip("/"), token or os.environ.get(TOKEN_ENV) or file_token, str(run_dir), Path(run_dir))
 
 
 class ControlClient:

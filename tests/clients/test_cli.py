@@ -11,17 +11,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from clients.cli import main
 from clients.client import ControlClient, ControlError
+from services.config.overrides import build_config
 from services.coordinator import changes, views
 from control import live as live_plane  # tests/control/live.py (tests/ is on sys.path via its conftest)
 
 
+@pytest.fixture(autouse=True)
+def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No run of the user's (~/crlhf-runs, $CRLHF_RUNS, ./runs) is found by accident."""
+    for name in ("CRLHF_CONTROL_TOKEN", "CRLHF_URL", "CRLHF_RUN_DIR", "CRLHF_RUNS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[live_plane.Live]:
-    for name in ("CRLHF_CONTROL_TOKEN", "CRLHF_URL", "CRLHF_RUN_DIR"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COLUMNS", "200")  # wide tables, no truncation in captured output
     live = live_plane.start(live_plane.smoke_config(), tmp_path / "runs" / "mu_ppo-1")
     yield live
@@ -103,9 +112,6 @@ def test_discovery_from_env_and_newest_run(run, capsys, monkeypatch, tmp_path):
 
 
 def test_no_run_or_no_server_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    for name in ("CRLHF_CONTROL_TOKEN", "CRLHF_URL", "CRLHF_RUN_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
     code, _, err = crlhf(capsys, "status")
     assert code == 2 and "cannot find a run" in err
     code, _, err = crlhf(capsys, "--run-dir", str(tmp_path), "status")
@@ -142,3 +148,81 @@ def test_console_script_entry_point(run):
     result = subprocess.run([str(exe), "--run-dir", str(run.run_dir), "constraints"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "meteor" in result.stdout and "topic" in result.stdout
+
+
+# --- a finished run: the server is gone, its files are not ------------------------------------------------
+
+def records(thresholds: bool) -> list[dict]:
+    """metrics.jsonl as services/ppo/iteration.py writes it: threshold/ and violation/ only for constraints."""
+    out = []
+    for k in range(3):
+        record = {"iteration": k, "reward/meteor": 0.2 + 0.01 * k, "reward/topic": 0.5, "kl": 0.01, "tokens_per_second": 900.0,
+                  "time/wall": 2.5, "weight/meteor": 0.4, "weight/topic": 0.6}
+        if thresholds:
+            record.update({"threshold/meteor": 0.25, "violation/meteor": 0.05 - 0.01 * k, "threshold/topic": 0.48,
+                           "violation/topic": 0.0, "multiplier/meteor": 0.3, "multiplier/topic": 0.1})
+        out.append(record)
+    out[-1]["eval/score"] = 0.42
+    return out
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_after_the_server_is_gone_status_constraints_and_audit_read_the_files(run, capsys):
+    d = str(run.run_dir)
+    assert crlhf(capsys, "--run-dir", d, "constraints", "set", "meteor", "0.25")[0] == 0
+    live_audit = json.loads(crlhf(capsys, "--run-dir", d, "--json", "audit")[1])
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(run.state.config.model_dump(mode="json")))  # as the driver writes it
+    write_metrics(run.run_dir, records(thresholds=True))
+    live_plane.stop(run)  # the run ended; control.json still names its address
+
+    code, out, err = crlhf(capsys, "--run-dir", d, "--json", "audit")
+    assert code == 0 and json.loads(out) == live_audit  # the same entries as /v1/audit gave
+    assert "cannot reach the control plane" in err and f"read from the run's files in {d}" in err
+    code, out, err = crlhf(capsys, "audit")  # found as the newest ./runs/* (cwd is tmp_path)
+    assert code == 0 and "rewards.meteor.threshold" in out and "0.23 → 0.25" in out
+
+    code, out, _ = crlhf(capsys, "--run-dir", d, "--json", "constraints")
+    rows = {c["name"]: c for c in json.loads(out)}
+    assert code == 0
+    assert (rows["meteor"]["threshold"], rows["meteor"]["direction"], rows["meteor"]["current"]) == (0.25, "ge", 0.22)
+    assert rows["meteor"]["constrained"] and rows["meteor"]["multiplier"] == 0.3 and rows["meteor"]["measured_at"] == 2
+
+    code, out, err = crlhf(capsys, "--run-dir", d, "--json", "status")
+    shown = json.loads(out)
+    assert code == 0 and (shown["objective"], shown["state"], shown["iteration"]) == ("mu_ppo", "stopped", 2)
+    assert shown["audit_entries"] == 1 and shown["last_eval"]["metrics"] == {"eval/score": 0.42}
+    assert f"last iteration 2 of {run.state.config.trainer.iterations} planned" in err
+    assert crlhf(capsys, "--run-dir", d, "pause")[0] == 2  # changing a run needs its server
+
+
+def test_an_objective_without_constraints_shows_no_thresholds_from_its_files(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "fast_rl-1"
+    run_dir.mkdir(parents=True)
+    config = build_config(["preset=smoke", "objective=fast_rl"])
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    write_metrics(run_dir, records(thresholds=False))  # fast_rl records weights, no threshold/ or violation/
+    code, out, _ = crlhf(capsys, "--run-dir", str(run_dir), "--json", "constraints")
+    assert code == 0
+    assert [(c["constrained"], c["threshold"], c["direction"]) for c in json.loads(out)] == [(False, None, None)] * 2
+    assert [c["weight"] for c in json.loads(out)] == [0.4, 0.6]
+
+
+def test_runs_are_found_under_crlhf_runs_and_home(tmp_path, capsys, monkeypatch):
+    elsewhere = tmp_path / "shared" / "fast_rl-1"
+    elsewhere.mkdir(parents=True)
+    write_metrics(elsewhere, records(thresholds=False))
+    (elsewhere / "config.yaml").write_text(yaml.safe_dump({"objective": {"name": "fast_rl"}, "trainer": {"iterations": 3}}))
+    code, _, err = crlhf(capsys, "status")
+    assert code == 2 and "cannot find a run" in err and str(tmp_path / "runs") in err
+    monkeypatch.setenv("CRLHF_RUNS", str(tmp_path / "shared"))
+    code, out, err = crlhf(capsys, "status")
+    assert code == 0 and "fast_rl" in out and "last iteration 2 of 3 planned" in err
+    monkeypatch.delenv("CRLHF_RUNS")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "shared").rename(tmp_path / "home" / "crlhf-runs")  # where `ray job submit --working-dir` runs land
+    code, out, _ = crlhf(capsys, "constraints")
+    assert code == 0 and "meteor" in out
+    assert crlhf(capsys, "report")[0] == 0 and (tmp_path / "home" / "crlhf-runs" / "fast_rl-1" / "report.png").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,12 @@ def test_a_bad_override_in_a_file_is_reported_like_one_on_the_command_line(tmp_p
     path.write_text("rewards.meteor.treshold=0.2\n")
     assert main([f"@{path}", "--cfg"]) == 2
     assert "did you mean 'threshold'" in capsys.readouterr().err
+
+
+def test_cfg_documents_the_data_conventions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["preset=smoke", "data.turn_separator=newline", "--cfg"]) == 0
+    lines = {line.split(" = ")[0]: line for line in capsys.readouterr().out.splitlines() if " = " in line}
+    assert lines["data.turn_separator"].startswith("data.turn_separator = '\\n'  # Splits a string context into turns")
+    assert "'__eou__' (DailyDialog)" in lines["data.turn_separator"] and "default: '<EOU>'" in lines["data.turn_separator"]
+    assert lines["data.drop_empty"].startswith("data.drop_empty = False  # Drop rows")
+    assert lines["run.root"].startswith(f"run.root = {Path.cwd() / 'runs'}") or "CRLHF_RUNS" in os.environ

@@ -94,6 +94,13 @@ podman build --network=host \
   -f docker/Dockerfile.cpu -t "$IMAGE" .
 build_s=$((SECONDS - start))
 rm -f "$PIPCONF"
+# The tag the KubeRay manifests use (deploy/kuberay): crlhf:<package version>-cpu.
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
+podman tag "$IMAGE" "crlhf:$version-cpu"
+# podman leaves an empty mount point behind for each build-time -v; none may hold the host's files.
+podman run --rm --network=host "$IMAGE" sh -c 'for f in /run/host-ca.crt /etc/pip.conf; do [ ! -s "$f" ] || { echo "$f is not empty"; exit 1; }; done' \
+  || { echo "check: a build-time mount leaked into $IMAGE" >&2; exit 1; }
+stamp "no build-time mount left content in the image (CA bundle, pip configuration)"
 size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 stamp "built $IMAGE in ${build_s} s; size $(numfmt --to=iec-i --suffix=B "$size") ($size bytes)"
 podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "crlhf" || true

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,11 @@ from tqdm import tqdm
 from services.config.schema import RootConfig
 from services.data.dialogues import DialogueExample, PromptSampler
 from services.evaluation.run_eval import evaluation_record
+from services.ppo.guards import UnsafeUpdate
 from services.rollout.weight_sync import make_weight_sync
-from services.run import actors, checkpoints
+from services.run import actors, checkpoints, recovery
+from services.run.faults import RetryBudget, innermost, is_lost_actor, root_cause  # root_cause: also for launch
+from services.run.signals import StopRequest, stop_on_signals
 from services.run.console import ITERATION_LOGGER
 
 log = logging.getLogger("crlhf")
@@ -94,11 +98,31 @@ class Driver:
         self.actors = actors.start(config, run_dir)
         self.coordinator, self.learner = self.actors.coordinator, self.actors.learner
         self.rollout, self.rewards = self.actors.rollout, self.actors.rewards
+        self._told_waiting = False
+        try:
+            self.pids = actors.wait_ready(self.actors, config, self._waiting)
+        except BaseException:
+            self.close()  # pending actors would otherwise keep their claim on the cluster
+            raise
+        if self._told_waiting:
+            self.coordinator.set_waiting.remote(None)
+        recovery.write_pids(self)
         self.start_iteration = 0
+        self.version = 0  # updates the learner holds = the weights version the engines hold = the next iteration
+        self.budget = RetryBudget(config.fault.max_retries)
+        self.stop_request = StopRequest()  # replaced by the signal handlers' while `run` runs
+        self.origin: tuple[dict[str, Any], dict[str, Any]] | None = None  # coordinator + sampler state at iteration 0
+        self._current: PendingRollout | None = None  # the rollout of the iteration in flight
         self.weight_sync = make_weight_sync(config, self.learner, self.rollout)
         self.weight_sync.setup()
         self._pending: PendingRollout | None = None  # the prefetched rollout (trainer.async_rollout)
         self._initial_evaluation: dict[str, Any] | None = None  # measured for threshold=auto before iteration 0
+
+    def _waiting(self, names: list[str]) -> None:
+        log.warning("waiting for resources: %s (at most run.actor_start_timeout_s=%g s; /v1/status says so, its URL is in %s)",
+                    ", ".join(names), self.config.run.actor_start_timeout_s, self.run_dir / "control.json")
+        self.coordinator.set_waiting.remote(", ".join(names))
+        self._told_waiting = True
 
     # --- checkpoints (services/run/checkpoints.py) ---------------------------------------------
     def save_checkpoint(self, iteration: int) -> Path:
@@ -108,17 +132,13 @@ class Driver:
         )
 
     def restore(self) -> None:
-        """Continue from the latest checkpoint: same iteration counter, objective state, data position."""
-        found = checkpoints.latest(self.checkpoints)
+        """Continue from the latest usable checkpoint: same iteration counter, objective state, data position.
+        A damaged checkpoint is refused, naming the file, and the previous one is used (services/run/recovery.py)."""
+        found = recovery.load_newest(self)
         if found is None:
             log.info("no checkpoint in %s: starting from iteration 0", self.run_dir)
             return
-        checkpoints.trim_metrics(self.metrics_path, found.iteration)
-        ray.get(self.learner.load.remote(str(found.directory), found.iteration + 1))
-        ray.get(self.coordinator.load_state_dict.remote(found.coordinator))
-        self.sampler.load_state_dict(found.sampler)
         self.start_iteration = found.iteration + 1
-        self.weight_sync.sync(found.iteration + 1)
         log.info("resumed from %s at iteration %d", found.directory, self.start_iteration)
 
     def _discard_prefetch(self) -> None:
@@ -139,11 +159,11 @@ class Driver:
         start = time.perf_counter()
         n = len(self.rollout)
         shards = [
-            actor.generate.remote(self.eval_examples[rank::n], seed=self.config.evaluation.seed + rank)
+            actor.generate.remote(self.eval_examples[rank::n], seed=self.config.evaluation.seed + rank, weights_version=self.version)
             for rank, actor in enumerate(self.rollout)
         ]
         results = ray.get([actor.score.remote(*shards) for actor in self.rewards])
-        means = {name: sum(v) / len(v) for r in results for name, v in r["scores"].items()}
+        means = {name: _finite_mean(v) for r in results for name, v in r["scores"].items()}  # on_error=skip gives NaNs
         generated = ray.get(shards)  # only the texts are used; a few hundred short strings
         record = evaluation_record(
             [t for s in generated for t in s.generation.texts],
@@ -168,10 +188,11 @@ class Driver:
         group = cfg.rollout.samples_per_prompt
         # K completions of each prompt, kept together in one shard so the learner sees contiguous groups.
         shards = [
-            actor.generate.remote([e for e in examples[rank::n] for _ in range(group)], seed=cfg.trainer.seed * 100_003 + k * 101 + rank)
+            actor.generate.remote([e for e in examples[rank::n] for _ in range(group)], seed=cfg.trainer.seed * 100_003 + k * 101 + rank,
+                                  weights_version=self.version)
             for rank, actor in enumerate(self.rollout)
         ]
-        scores = [actor.score.remote(*shards) for actor in self.rewards]
+        scores = [actor.score.remote(*shards, iteration=k) for actor in self.rewards]
         return PendingRollout(k, shards, scores, before)
 
     def _prefetches_after(self, k: int) -> bool:
@@ -212,7 +233,7 @@ class Driver:
         else:
             evaluation = self.evaluate() if self._evaluates_before(k) else None
         rollout = self._pending if self._pending is not None and self._pending.iteration == k else self._submit_rollout(k)
-        self._pending = None
+        self._pending, self._current = None, rollout
         state = self.coordinator.begin_iteration.remote(k)
         result = self.learner.train.remote(k, state, evaluation, len(rollout.shards), *rollout.shards, *rollout.scores)
         record_ref = self.coordinator.commit.remote(k, result)
@@ -225,9 +246,18 @@ class Driver:
         loads = self.weight_sync.push(k + 1)
         ray.wait([result], fetch_local=False)
         start = time.perf_counter()
-        ray.get(loads)
+        try:
+            ray.get(loads)
+            lost_in_sync = None
+        except ray.exceptions.RayError as err:
+            if not is_lost_actor(err):
+                raise
+            lost_in_sync = err
         sync_seconds = time.perf_counter() - start
-        record = dict(ray.get(record_ref))
+        record = dict(ray.get(record_ref))  # raises when the update did not commit: the loop re-runs iteration k
+        if lost_in_sync is not None:  # committed, but an engine (or the learner) was lost on the way to the engines
+            recovery.after_lost_sync(self, k, lost_in_sync)
+        self.version = k + 1
         record["time/sync"] = sync_seconds
         record.update(evaluation or {})
         return record
@@ -237,6 +267,8 @@ class Driver:
         Returns False when the run should stop."""
         announced = False
         while True:
+            if self.stop_request:
+                return False
             controls = ray.get(self.coordinator.poll_controls.remote())
             if controls["checkpoint"] and completed >= 0:
                 path = self.save_checkpoint(completed)
@@ -274,27 +306,50 @@ class Driver:
         completed = self.start_iteration - 1
         stopped = False
         self.measure_auto_thresholds()
-        bar = tqdm(range(self.start_iteration, cfg.trainer.iterations), desc="iterations", unit="it", dynamic_ncols=True)
+        if self.start_iteration == 0:  # what a lost learner rolls back to before the first checkpoint
+            self.origin = (ray.get(self.coordinator.state_dict.remote()), self.sampler.state_dict())
+        bar = tqdm(total=cfg.trainer.iterations, initial=self.start_iteration, desc="iterations", unit="it", dynamic_ncols=True)
+        k = self.start_iteration
         try:
-            for k in bar:
-                if not self.honour_controls(completed):
-                    stopped = True
-                    break
-                t0 = time.perf_counter()
-                last = self.iteration(k)
-                last["time/wall"] = time.perf_counter() - t0
-                with self.metrics_path.open("a") as f:
-                    f.write(json.dumps(last) + "\n")
-                self.coordinator.observe.remote(last)  # Prometheus/live page: adds sync, wall and eval times
-                completed = k
-                if k % cfg.trainer.log_every == 0:
-                    iteration_log.info(format_line(last))  # train.log; the bar shows the live numbers
-                bar.set_postfix_str(live_numbers(last), refresh=True)
-                if cfg.checkpoint.every and (k + 1) % cfg.checkpoint.every == 0:
-                    self.save_checkpoint(k)
+            with stop_on_signals() as self.stop_request:
+                while k < cfg.trainer.iterations:
+                    if not self.honour_controls(completed):
+                        stopped = True
+                        break
+                    t0 = time.perf_counter()
+                    try:
+                        last = self.iteration(k)
+                    except ray.exceptions.RayError as err:
+                        if not is_lost_actor(err) or not self.budget.spend():
+                            raise
+                        k = recovery.recover(self, k, err)  # the iteration to run next: k, or a checkpoint's + 1
+                        completed = k - 1
+                        bar.n = k
+                        continue
+                    self.budget.succeeded()
+                    last["time/wall"] = time.perf_counter() - t0
+                    with self.metrics_path.open("a") as f:
+                        f.write(json.dumps(last) + "\n")
+                    self.coordinator.observe.remote(last)  # Prometheus/live page: adds sync, wall and eval times
+                    completed = k
+                    if k % cfg.trainer.log_every == 0:
+                        iteration_log.info(format_line(last))  # train.log; the bar shows the live numbers
+                    bar.update(1)
+                    bar.set_postfix_str(live_numbers(last), refresh=True)
+                    if cfg.checkpoint.every and (k + 1) % cfg.checkpoint.every == 0:
+                        self.save_checkpoint(k)
+                    k += 1
+                stopped = stopped or bool(self.stop_request)
         except (ray.exceptions.RayError, ValueError) as err:
-            where = self._save_after_error(completed)
-            raise RunError(f"iteration {completed + 1} failed: {root_cause(err)}\n{where}") from None
+            where = self._save_after_error(completed, err)
+            again = " (the fault repeated: fault.max_retries spent)" if is_lost_actor(err) else ""
+            raise RunError(f"iteration {completed + 1} failed{again}: {root_cause(err)}\n{where}") from None
+        finally:
+            bar.close()
+        try:
+            recovery.refresh_pids(self)  # actors.json ends with the processes that finished the run; restarts logged
+        except ray.exceptions.RayError:
+            pass
         if completed >= 0:
             log.info("final checkpoint: %s", self.save_checkpoint(completed))
             ray.get(self.learner.export.remote(str(self.run_dir / "final")))
@@ -310,24 +365,24 @@ class Driver:
                      " ".join(f"{k.rsplit('/', 1)[1]}={v:.3f}" for k, v in final.items() if k.startswith("eval/reward/")))
         return last
 
-    def _save_after_error(self, completed: int) -> str:
+    def _save_after_error(self, completed: int, err: BaseException) -> str:
+        resume = f"resume with resume={self.run_dir}"
+        if isinstance(innermost(err), UnsafeUpdate):  # the learner may have stepped into the refused update
+            found = checkpoints.latest_iteration(self.checkpoints)
+            kept = f"the last checkpoint is after iteration {found}" if found is not None else "there is no checkpoint yet"
+            return f"the learner's state after the refused update is not saved; {kept}; {resume}"
         if completed < 0:
             return "no iteration completed; nothing to resume"
         try:
             path = self.save_checkpoint(completed)
-            return f"state after iteration {completed} saved to {path}; resume with resume={self.run_dir}"
-        except ray.exceptions.RayError as err:  # e.g. the learner itself died
-            return f"could not checkpoint after the error ({root_cause(err)}); resume from the last periodic checkpoint"
+            return f"state after iteration {completed} saved to {path}; {resume}"
+        except ray.exceptions.RayError as save_err:  # e.g. the learner itself died
+            return f"could not checkpoint after the error ({root_cause(save_err)}); resume from the last periodic checkpoint"
 
 
-def root_cause(err: BaseException) -> str:
-    """The innermost message of a Ray task error chain, without Ray's traceback dump."""
-    cause = getattr(err, "cause", None)
-    while cause is not None and getattr(cause, "cause", None) is not None:
-        cause = cause.cause
-    if cause is not None:
-        return f"{type(cause).__name__}: {cause}"
-    return str(err).strip().splitlines()[-1]
+def _finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 def write_config(config: RootConfig, run_dir: Path) -> None:

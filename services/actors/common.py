@@ -7,6 +7,11 @@ import os
 import sys
 from pathlib import Path
 
+class ActorStateLost(RuntimeError):
+    """An actor holds older state than the call expects: Ray restarted it (a fresh process starts from the
+    base model), so the driver must restore its state before the call can run (services/run/faults.py)."""
+
+
 LOG_FILE_ENV = "CRLHF_LOG_FILE"  # the run's train.log, set in the job's environment by services.launch
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

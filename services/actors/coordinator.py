@@ -69,6 +69,12 @@ class Coordinator:
         """The driver restarted an actor of `kind`: counted in crlhf_actor_restarts_total."""
         self.state.telemetry.actor_restarted(kind)
 
+    def set_waiting(self, what: str | None) -> None:
+        """The driver is waiting for actors Ray cannot place yet (`what` names them), or no longer (None):
+        /v1/status then says 'waiting for resources'."""
+        with self.state.transaction():
+            self.state.waiting = what
+
     def record_evaluation(self, iteration: int, evaluation: dict[str, Any]) -> None:
         """Shown as the status's last_eval; call after each held-out evaluation."""
         protocol.record_evaluation(self.state, iteration, evaluation)

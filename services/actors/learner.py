@@ -7,13 +7,14 @@ It is also rank 0 of the NCCL weight sync on GPU clusters (`NcclWeightSenderMixi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import ray
 import torch
 
-from services.actors.common import quiet_process
+from services.actors.common import ActorStateLost, quiet_process
 from services.config.schema import RootConfig
 from services.objectives.spec import Handout
 from services.rollout.weight_sync import NcclWeightSenderMixin
@@ -41,6 +42,9 @@ class LearnerActor(NcclWeightSenderMixin):
         """
         from services.ppo.iteration import Rollout
 
+        if self.version != iteration:  # every update counts one version: iteration k trains the state after k updates
+            raise ActorStateLost(f"the learner holds the state after {self.version} updates, iteration {iteration} needs "
+                                 f"{iteration}: it was restarted")
         shards, reward_results = parts[:num_shards], parts[num_shards:]
         scores_by_name: dict[str, list[float]] = {}
         for result in reward_results:
@@ -80,6 +84,9 @@ class LearnerActor(NcclWeightSenderMixin):
 
     def weights_version(self) -> int:
         return self.version
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def save(self, directory: str) -> None:
         self.learner.save(Path(directory), self.tokenizer)

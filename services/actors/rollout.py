@@ -7,6 +7,7 @@ choice and its reason are printed once (Ray forwards it to the driver's console)
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import ray
 import torch
 
-from services.actors.common import quiet_process
+from services.actors.common import ActorStateLost, quiet_process
 from services.config.schema import RootConfig, SamplingConfig
 from services.data.dialogues import DialogueExample
 from services.rollout.base import Generation
@@ -45,17 +46,31 @@ class RolloutActor:
         self.weights_version = 0
         print(f"[rollout {rank}] {self.choice.describe()}", file=sys.stderr, flush=True)
 
+    def pid(self) -> int:
+        return os.getpid()
+
+    def current_weights_version(self) -> int:
+        return self.weights_version
+
     def describe(self) -> dict[str, Any]:
         """Which backend runs here and why; `device` is where it generates ('cpu' / 'cuda')."""
         device = getattr(self.backend, "device", "cpu")
         return {"backend": self.choice.name, "reason": self.choice.reason, "device": str(getattr(device, "type", device))}
 
     def generate(
-        self, examples: list[DialogueExample], seed: int, sampling: SamplingConfig | None = None
+        self, examples: list[DialogueExample], seed: int, sampling: SamplingConfig | None = None, weights_version: int | None = None
     ) -> RolloutShard:
         """Sample one response per example. `sampling` overrides the run's `rollout.sampling` for this call
-        (e.g. greedy evaluation); the engine's length bound still applies."""
+        (e.g. greedy evaluation); the engine's length bound still applies.
+
+        Idempotent for a given seed and weights, so Ray may retry it on a restarted actor; `weights_version`
+        (the version the driver last sent) makes such a retry fail loudly instead of sampling with the base
+        model's weights a restarted process starts from."""
         from services.rollout.prompts import encode_prompts
+
+        if weights_version is not None and weights_version != self.weights_version:
+            raise ActorStateLost(f"rollout actor {self.rank} holds weights version {self.weights_version}, the driver sent "
+                                 f"{weights_version}: it was restarted")
 
         prompts = encode_prompts(
             self.tokenizer, [e.context for e in examples], self.config.model.use_chat_template, self.config.model.max_prompt_tokens

@@ -258,6 +258,15 @@ class RunConfig(Section):
         return absolute(v)
 
 
+class PlacementConfig(Section):
+    """Custom Ray resources each actor group asks for, beside its CPUs/GPUs: start nodes with matching
+    `ray start --resources='{"node_rollout": 1}'` and the group lands on them (docs/OPERATIONS.md)."""
+
+    rollout: dict[str, float] = Field(default_factory=dict, description="e.g. {node_rollout: 1} per rollout actor.")
+    reward: dict[str, float] = Field(default_factory=dict, description="e.g. {node_reward: 1} per reward actor.")
+    learner: dict[str, float] = Field(default_factory=dict, description="e.g. {node_learner: 1} for the learner.")
+
+
 class FaultConfig(Section):
     """What a run does when something breaks mid-run (docs/RELIABILITY.md)."""
 
@@ -296,6 +305,7 @@ class RootConfig(Section):
     control: ControlConfig = Field(default_factory=ControlConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     fault: FaultConfig = Field(default_factory=FaultConfig)
+    placement: PlacementConfig = Field(default_factory=PlacementConfig)
     resume: bool | str = Field(False, description="true = resume the run named by run.name; or a run directory path.")
 
     @model_validator(mode="before")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.rewards.config import Direction  # the owner's rule: one definition of a constraint direction
 
-RunState = Literal["running", "paused", "stopping", "stopped"]
+RunState = Literal["running", "paused", "stopping", "stopped", "waiting for resources"]
 
 
 class StrictRequest(BaseModel):

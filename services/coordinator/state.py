@@ -84,6 +84,7 @@ class CoordinatorState:
         self.telemetry = RunTelemetry(label, self.objective.reward_names, objective=config.objective.name)
         self.last_committed = -1  # iteration
         self.running: int | None = None
+        self.waiting: str | None = None  # actors waiting for resources (set by the driver; not persisted)
         self.queued = Queued()
         self.controls = Controls()
         self.audit: list[Change] = []

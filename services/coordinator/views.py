@@ -26,9 +26,12 @@ def status(state: CoordinatorState) -> dict[str, Any]:
     times = list(state.commit_times)
     seconds_per_iteration = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
     run_state = "stopped" if c.stopped else "stopping" if c.stop else "paused" if c.paused else "running"
+    if state.waiting and not c.stopped:
+        run_state = "waiting for resources"
     return {
         "objective": state.spec.config.name,
         "state": run_state,
+        "waiting_for": state.waiting,
         "iteration": state.last_committed,
         "running_iteration": state.running,
         "next_iteration": state.next_iteration(),

@@ -40,9 +40,33 @@ def group_baselined(returns: torch.Tensor, group_size: int, estimator: GroupEsti
     return advantages.reshape(batch, streams)
 
 
+def indexed_group_baselined(returns: torch.Tensor, groups: torch.Tensor, estimator: GroupEstimator, std_floor: float) -> torch.Tensor:
+    """returns: [B, S], groups: [B] group index of each row (groups of any size ≥ 1, e.g. after samples were
+    skipped for a bad reward) → [B, S]. The baseline uses only the rows present; a group left with one row
+    gets advantage 0 (no baseline to compare it with). Same numbers as `group_baselined` on full groups."""
+    batch, streams = returns.shape
+    n_groups = int(groups.max()) + 1
+    counts = torch.zeros(n_groups, dtype=returns.dtype).index_add_(0, groups, torch.ones(batch, dtype=returns.dtype))
+    mean = torch.zeros(n_groups, streams, dtype=returns.dtype).index_add_(0, groups, returns) / counts.clamp(min=1)[:, None]
+    centred = returns - mean[groups]
+    n = counts[groups][:, None]
+    if estimator == "grpo":
+        var = torch.zeros(n_groups, streams, dtype=returns.dtype).index_add_(0, groups, centred**2) / (counts - 1).clamp(min=1)[:, None]
+        return centred / var.sqrt().clamp(min=std_floor)[groups]
+    if estimator == "rloo":
+        return torch.where(n > 1, centred * n / (n - 1).clamp(min=1), torch.zeros_like(centred))
+    raise ValueError(f"unknown group estimator '{estimator}' (grpo, rloo)")
+
+
 def group_advantages(
-    rewards: torch.Tensor, mask: torch.Tensor, group_size: int, estimator: GroupEstimator, std_floor: float
+    rewards: torch.Tensor, mask: torch.Tensor, group_size: int, estimator: GroupEstimator, std_floor: float,
+    groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """rewards: [B, T, S], mask: [B, T] → [B, T, S]: each sequence's group advantage on its response tokens."""
-    advantages = group_baselined(sequence_returns(rewards, mask), group_size, estimator, std_floor)
+    """rewards: [B, T, S], mask: [B, T] → [B, T, S]: each sequence's group advantage on its response tokens.
+    `groups` ([B] group index per row) replaces contiguous groups of `group_size` when rows were dropped."""
+    returns = sequence_returns(rewards, mask)
+    if groups is None:
+        advantages = group_baselined(returns, group_size, estimator, std_floor)
+    else:
+        advantages = indexed_group_baselined(returns, groups, estimator, std_floor)
     return advantages[:, None, :] * mask[..., None]

@@ -10,7 +10,7 @@ change), so the change reaches the loss from the iteration the coordinator annou
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -20,6 +20,7 @@ from services.config.schema import RootConfig
 from services.objectives import spec as objective_spec
 from services.objectives.constraints import violation
 from services.objectives.spec import Handout, ObjectiveSpec
+from services.ppo.guards import require_finite_parameters, require_finite_state
 from services.ppo.off_policy import BehaviourLogprobs
 
 if TYPE_CHECKING:
@@ -45,6 +46,40 @@ class Rollout:
     staleness: int = 0
     behaviour: BehaviourLogprobs | None = None
     group_size: int = 1  # completions per prompt; rows come in contiguous groups of this many
+    groups: torch.Tensor | None = None  # [B] group index per row, once rows were dropped (drop_unscored)
+
+
+def drop_unscored(rollout: Rollout, reward_names: list[str]) -> tuple[Rollout, dict[str, float]]:
+    """Remove the samples a reward could not score (NaN under rewards.on_error=skip) from the update.
+
+    Group estimators keep each prompt's group: the remaining rows carry their group index, and the baseline
+    is taken over the finite ones (services/ppo/group.py). Returns the rollout and `rewards/skipped` counts
+    (total and per reward); a rollout with nothing left is an error, as there is nothing to learn from."""
+    bad = ~torch.isfinite(rollout.scores)  # [B, N]
+    counts = {"rewards/skipped": float(bad.any(dim=1).sum())}
+    counts.update({f"rewards/skipped/{name}": float(bad[:, j].sum()) for j, name in enumerate(reward_names)})
+    if not bad.any():
+        return rollout, counts
+    keep = (~bad.any(dim=1)).nonzero().flatten()
+    if keep.numel() == 0:
+        worst = reward_names[int(bad.sum(dim=0).argmax())]
+        raise ValueError(f"every sample of the iteration was skipped (reward '{worst}' could not score any): "
+                         "fix the reward or the data (rewards.on_error=skip only drops some samples)")
+    rows = keep.tolist()
+    group = torch.arange(rollout.scores.shape[0]) // max(rollout.group_size, 1)
+    behaviour = rollout.behaviour
+    if behaviour is not None:
+        width = max(len(rollout.response_ids[i]) for i in rows)  # the learner pads to the longest row kept
+        behaviour = BehaviourLogprobs(behaviour.logprobs[keep][:, :width], behaviour.staleness[keep])
+    return replace(
+        rollout,
+        prompt_ids=[rollout.prompt_ids[i] for i in rows],
+        response_ids=[rollout.response_ids[i] for i in rows],
+        scores=rollout.scores[keep],
+        references=[rollout.references[i] for i in rows],
+        behaviour=behaviour,
+        groups=group[keep] if rollout.group_size > 1 else None,
+    ), counts
 
 
 class LearnerLoop:
@@ -66,6 +101,7 @@ class LearnerLoop:
 
     def train(self, iteration: int, handout: Handout, rollout: Rollout, evaluation: dict[str, float] | None) -> dict[str, Any]:
         """One update. Returns {"objective_state", "record", "spec_version"}."""
+        rollout, skipped = drop_unscored(rollout, list(self.config.rewards))
         objective = objective_spec.objective_for(handout, self.config.rewards, self.objective, self.spec_version)
         self.objective, self.spec_version = objective, handout.spec.version
         if evaluation is not None:  # e.g. nm_ppo moves its thresholds on an evaluation
@@ -77,9 +113,14 @@ class LearnerLoop:
             stats = l3m_iteration(self.learner, rollout.prompt_ids, rollout.response_ids, references, rollout.scores, objective)
         else:
             stats = self.learner.train(
-                rollout.prompt_ids, rollout.response_ids, rollout.scores, objective, rollout.behaviour, rollout.group_size
+                rollout.prompt_ids, rollout.response_ids, rollout.scores, objective, rollout.behaviour, rollout.group_size,
+                rollout.groups,
             )
+        # Nothing non-finite leaves the learner: the coordinator would commit it and the engines would load it.
+        require_finite_state(objective.state_dict(), f"objective state of iteration {iteration}")
+        require_finite_parameters(self.learner.models.trained_parameters())
         record = self._record(iteration, rollout, objective, stats)
+        record.update(skipped)
         return {"objective_state": objective.state_dict(), "record": record, "spec_version": handout.spec.version}
 
     def _record(self, iteration: int, rollout: Rollout, objective: "Objective", stats: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from services.objectives.base import Objective, RolloutTensors
 from services.ppo.batch import SequenceBatch, collate
 from services.ppo.gae import gae, reward_to_go
 from services.ppo.group import group_advantages
+from services.ppo.guards import require_finite_step
 from services.ppo.losses import clipped_policy_loss, value_loss
 from services.ppo.off_policy import BehaviourLogprobs, truncated_importance_weights
 from services.ppo.policy import PolicyModels
@@ -61,7 +62,7 @@ class PPOLearner:
     @torch.no_grad()
     def _plan(
         self, batch: SequenceBatch, scores: torch.Tensor, objective: Objective, behaviour_rollout: BehaviourLogprobs | None,
-        group_size: int,
+        group_size: int, groups: torch.Tensor | None = None,
     ) -> tuple[RolloutPlan, dict[str, float]]:
         everything = torch.arange(batch.size)
         old_logprobs = self._logprobs(batch, everything).cpu()
@@ -82,7 +83,7 @@ class PPOLearner:
             gamma, lam = objective.discount(self.cfg.gamma, self.cfg.gae_lambda)
             advantages, returns = gae(streams.rewards, old_values, mask, gamma, lam)
         else:  # critic-free: no values, nothing to regress
-            advantages = group_advantages(streams.rewards, mask, group_size, self.cfg.advantage, self.cfg.group_std_floor)
+            advantages = group_advantages(streams.rewards, mask, group_size, self.cfg.advantage, self.cfg.group_std_floor, groups)
             old_values = returns = torch.zeros_like(advantages)
         weight = mask if streams.sequence_weight is None else mask * streams.sequence_weight[:, None]
         plan = RolloutPlan(old_logprobs, old_values, advantages, returns, reward_to_go(streams.rewards, mask), weight)
@@ -123,22 +124,25 @@ class PPOLearner:
         objective: Objective,
         behaviour: BehaviourLogprobs | None = None,
         group_size: int = 1,
+        groups: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """One PPO update on a rollout. scores: [B, N]; with a group estimator, rows come in contiguous groups
         of `group_size` completions of one prompt. Mutates `objective` (its learned state).
 
         behaviour: the rollout's own log-probs and staleness (overlapped rollouts); stale sequences get
-        the truncated importance weight of decoupled PPO (services/ppo/off_policy.py).
+        the truncated importance weight of decoupled PPO (services/ppo/off_policy.py). groups: [B] group index
+        per row when rows were dropped (rewards.on_error=skip), replacing contiguous groups.
+        Raises `UnsafeUpdate` before an optimiser step whose loss or gradient norm is not finite.
         """
         start = time.perf_counter()
         batch = collate(prompt_ids, response_ids, self.pad_id)
-        plan, stats = self._plan(batch, scores, objective, behaviour, group_size)
+        plan, stats = self._plan(batch, scores, objective, behaviour, group_size, groups)
         coefs = objective.value_coefficients().to(self.device)
         params = self.models.trained_parameters()
         totals: dict[str, float] = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "grad_norm": 0.0}
         steps = 0
-        for _ in range(self.cfg.epochs):
-            for index in self._minibatches(batch.response_mask):
+        for epoch in range(self.cfg.epochs):
+            for step, index in enumerate(self._minibatches(batch.response_mask)):
                 seq, pos = index[:, 0], index[:, 1]
                 rows, local = torch.unique(seq, return_inverse=True)
                 advantages = objective.mix_advantages(plan.advantages[seq, pos], plan.token_weight[seq, pos])
@@ -163,6 +167,7 @@ class PPOLearner:
                 self.optimizer.zero_grad(set_to_none=True)
                 (p_loss + v_loss).backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+                require_finite_step(p_loss + v_loss, grad_norm, epoch, step)  # a NaN step would poison every weight
                 self.optimizer.step()
                 objective.after_minibatch(plan.reward_to_go[seq, pos])
                 totals["policy_loss"] += p_loss.item()

@@ -89,3 +89,52 @@ def check_scores(kind: str, scores: list[float], expected: int) -> list[float]:
         if not math.isfinite(value):
             raise RewardError(f"reward '{kind}' gave a non-finite score ({value}) for row {row}")
     return scores
+
+
+def _row(batch: ScoringBatch, i: int) -> ScoringBatch:
+    return ScoringBatch([batch.contexts[i]], [batch.responses[i]], [batch.references[i]], [batch.labels[i]])
+
+
+def _prompt_start(batch: ScoringBatch, i: int, width: int = 40) -> str:
+    turn = batch.contexts[i][-1] if batch.contexts[i] else ""
+    return turn[:width] + ("…" if len(turn) > width else "")
+
+
+def score_samples(fn: RewardFunction, name: str, batch: ScoringBatch, on_error: str = "fail", iteration: int | None = None) -> list[float]:
+    """Each response's score under `rewards.on_error` (fault.reward_on_error).
+
+    A sample the reward raises on, or scores NaN/inf: 'fail' raises a RewardError naming the reward, the
+    iteration and the sample (1-based within the batch, with the start of its prompt) and the fix; 'skip'
+    gives NaN for it, which the learner drops (services/ppo/iteration.py). When the whole batch raises, the
+    samples are scored one by one to find the ones at fault (only on this error path, so normal batches keep
+    their batched speed); a batch error no single sample reproduces is re-raised.
+    """
+    if len(batch) == 0:
+        return []
+    where = f" at iteration {iteration}" if iteration is not None else ""
+    try:
+        scores = [float(s) for s in fn._score(batch)]
+        failures: dict[int, str] = {}
+    except Exception as err:  # noqa: BLE001 - a reward may raise anything; each sample is then tried alone
+        scores, failures = [], {}
+        for i in range(len(batch)):
+            try:
+                scores.append(float(fn._score(_row(batch, i))[0]))
+            except Exception as one:  # noqa: BLE001
+                scores.append(math.nan)
+                failures[i] = f"raised {type(one).__name__}: {one}"
+        if not failures:
+            raise RewardError(f"reward '{name}'{where}: {type(err).__name__}: {err}") from None
+    if len(scores) != len(batch):  # a broken reward, not a bad sample: never skipped
+        raise RewardError(f"reward '{name}' (kind {fn.kind}) returned {len(scores)} scores for {len(batch)} responses")
+    for i, value in enumerate(scores):
+        if i not in failures and not math.isfinite(value):
+            failures[i] = f"gave a non-finite score ({value})"
+    if failures and on_error != "skip":
+        i = min(failures)
+        more = f" ({len(failures) - 1} more samples failed too)" if len(failures) > 1 else ""
+        raise RewardError(
+            f"reward '{name}'{where}, sample {i + 1} of {len(batch)} (prompt '{_prompt_start(batch, i)}'): {failures[i]}{more}. "
+            "Fix the reward or the data, or set rewards.on_error=skip to drop such samples from the update"
+        )
+    return [math.nan if i in failures else v for i, v in enumerate(scores)]

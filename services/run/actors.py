@@ -47,14 +47,115 @@ def start(config: RootConfig, run_dir: Path) -> Actors:
     # A coordinator that dies (e.g. killed by the OOM killer) is restarted by Ray and reloads coordinator.pt,
     # so queued REST changes and the audit log survive; the call in flight fails and the driver reports it.
     coordinator = Coordinator.options(num_cpus=0, scheduling_strategy=here, max_restarts=3).remote(config, str(run_dir))
+    # Lost actors come back (Ray restarts them, up to fault.actor_restarts times). Scoring and generation with
+    # an explicit seed are idempotent, so Ray may re-run them on the new process; a generation retried there
+    # fails on its weights version, and the driver re-sends the weights (services/run/faults.py). Training is
+    # not idempotent: a lost learner is rolled back to the last checkpoint instead.
+    restarts = config.fault.actor_restarts
     options, group = _rollout_options(config)
-    rollout = [RolloutActor.options(**o).remote(config, rank) for rank, o in enumerate(options)]
+    where = config.placement  # custom resources: which nodes each group may run on
+    rollout = [RolloutActor.options(**o, **_custom(where.rollout), max_restarts=restarts, max_task_retries=restarts).remote(config, rank)
+               for rank, o in enumerate(options)]
     rewards = [
-        RewardActor.options(num_cpus=config.reward_actors.num_cpus, num_gpus=config.reward_actors.num_gpus).remote(g)
+        RewardActor.options(num_cpus=config.reward_actors.num_cpus, num_gpus=config.reward_actors.num_gpus, **_custom(where.reward),
+                            max_restarts=restarts, max_task_retries=restarts).remote(g, config.fault.reward_on_error)
         for g in reward_groups(config)
     ]
-    learner = LearnerActor.options(num_cpus=config.learner.num_cpus, num_gpus=config.learner.num_gpus).remote(config)
+    learner = LearnerActor.options(num_cpus=config.learner.num_cpus, num_gpus=config.learner.num_gpus, **_custom(where.learner),
+                                   max_restarts=restarts).remote(config)
     return Actors(coordinator, rollout, rewards, learner, group)
+
+
+class ActorsPending(RuntimeError):
+    """Some actors could not be placed in time; the message names them and what they asked for."""
+
+
+def named(actors: Actors) -> dict[str, Any]:
+    """Every actor under a stable name: coordinator, learner, rollout/0 …, reward/0 …"""
+    return {"coordinator": actors.coordinator, "learner": actors.learner,
+            **{f"rollout/{i}": a for i, a in enumerate(actors.rollout)}, **{f"reward/{i}": a for i, a in enumerate(actors.rewards)}}
+
+
+def _custom(resources: dict[str, float]) -> dict[str, Any]:
+    return {"resources": dict(resources)} if resources else {}
+
+
+def asks(config: RootConfig) -> dict[str, dict[str, float]]:
+    """What each actor kind asks Ray for (the same numbers `start` passes)."""
+    where = config.placement
+    return {"coordinator": {},
+            "learner": {"CPU": config.learner.num_cpus, "GPU": config.learner.num_gpus, **where.learner},
+            "rollout": {"CPU": config.rollout.num_cpus, "GPU": config.rollout.num_gpus, **where.rollout},
+            "reward": {"CPU": config.reward_actors.num_cpus, "GPU": config.reward_actors.num_gpus, **where.reward}}
+
+
+def unplaced(handle: Any) -> bool:
+    """True while Ray has no worker process for the actor yet (Pid 0 in the GCS actor table). That is also
+    briefly true while a placed actor's worker starts, so callers combine it with the resources check and
+    a grace period; an actor in its constructor (loading a model, compiling an engine) has a Pid already.
+
+    Ray's public ray.util.state needs the dashboard, which local runs leave off; the GCS actor table behind
+    it (ray._private.state) answers without it. Unknown (an API change) counts as placed: never a false stop."""
+    try:
+        from ray._private import state
+
+        entry = state.actors(handle._actor_id.hex())
+        return entry.get("State") in ("PENDING_CREATION", "DEPENDENCIES_UNREADY") and not entry.get("Pid")
+    except Exception:  # noqa: BLE001 - a private API; see above
+        return False
+
+
+def _fits(ask: dict[str, float], free: dict[str, float]) -> bool:
+    return all(free.get(k, 0.0) + 1e-9 >= v for k, v in ask.items() if v)
+
+
+def wait_ready(actors: Actors, config: RootConfig, on_wait: Any = None, poll_s: float = 1.0, grace_s: float = 5.0) -> dict[str, int]:
+    """Wait until every actor runs; returns each one's process id.
+
+    Ray keeps an actor it cannot place in PENDING_CREATION forever. An actor without a worker whose request
+    does not fit in the cluster's free resources counts as waiting for resources; one still waiting after
+    run.actor_start_timeout_s ends the wait with an ActorsPending naming the actors, what they asked for and
+    what the cluster has free. After `grace_s` of waiting, `on_wait(names)` is called once (the driver tells
+    the coordinator: /v1/status says 'waiting for resources'). Placed actors may take as long as their
+    constructors need; one whose constructor raised ends the wait with that error."""
+    import time
+
+    by_name = named(actors)
+    wants = asks(config)
+    refs = {by_name[n].pid.remote(): n for n in by_name}
+    since: dict[str, float] = {}  # when each actor was first seen waiting
+    pids: dict[str, int] = {}
+    told = False
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=poll_s)
+        for ref in ready:
+            pids[refs.pop(ref)] = ray.get(ref)  # raises the constructor's error, if any
+        if not refs:
+            break
+        now, free = time.monotonic(), ray.available_resources()
+        waiting = sorted(n for n in refs.values() if not _fits(wants[n.split("/")[0]], free) and unplaced(by_name[n]))
+        since = {n: since.get(n, now) for n in waiting}
+        if waiting and not told and on_wait is not None and now - min(since.values()) >= grace_s:
+            on_wait(waiting)
+            told = True
+        late = [n for n in waiting if now - since[n] >= config.run.actor_start_timeout_s]
+        if late:
+            raise ActorsPending(pending_message(late, config, free))
+    return pids
+
+
+def pending_message(waiting: list[str], config: RootConfig, free: dict[str, float]) -> str:
+    """One message: which actors wait, what each asked for, what the cluster has free, and the fix."""
+    wants = asks(config)
+    parts = []
+    for name in waiting:
+        ask = {k: v for k, v in wants[name.split("/")[0]].items() if v}
+        shown = ", ".join(f"{k} {v:g}" for k, v in ask.items()) or "no resources"
+        short = [f"{k} (free {free.get(k, 0.0):g})" for k, v in ask.items() if free.get(k, 0.0) + 1e-9 < v]
+        parts.append(f"{name} asks for {shown}" + (f"; short of {', '.join(short)}" if short else ""))
+    return (f"actors still waiting for resources after run.actor_start_timeout_s={config.run.actor_start_timeout_s:g} s: "
+            + "; ".join(parts) + ". Add nodes with those resources, lower the actors' requests (e.g. learner.num_cpus), "
+            "or raise run.actor_start_timeout_s if the cluster is still scaling up")
 
 
 def _rollout_options(config: RootConfig) -> tuple[list[dict[str, Any]], Any]:

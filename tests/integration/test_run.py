@@ -56,17 +56,18 @@ def test_resume_continues_exactly_where_the_run_stopped(ray_local, tmp_path):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["iteration"], key)
 
 
-def test_reward_that_cannot_score_stops_with_a_clear_error(ray_local, tmp_path):
-    """The classifier reward needs labels the dataset lacks: the iteration fails, nothing is half-applied."""
+def test_reward_that_cannot_score_is_refused_before_any_actor_starts(tmp_path, capsys):
+    """The classifier reward needs labels the dataset lacks: the preflight says so (services/run/preflight.py)
+    before a cluster starts, instead of the first iteration failing inside the reward actor."""
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"context": ["hi there"], "reference": "hello"}) + "\n" for _ in range(20)))
     code = main(["preset=smoke", "control.port=0", f"data.source={data}", "data.label_column=null", "data.eval_fraction=0",
                  f"run.root={tmp_path}", "run.name=bad"])
-    assert code == 1
-    log = (tmp_path / "bad" / "train.log").read_text()
-    assert "reward 'topic'" in log and "needs a class label; row 0 has none" in log
-    assert "no iteration completed" in log
-    assert not (tmp_path / "bad" / "metrics.jsonl").exists()
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "reward 'topic' (classifier) scores each response against the row's class label" in err
+    assert "rewards.topic=null" in err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_bad_dataset_row_is_rejected_before_any_actor_starts(tmp_path, capsys):
@@ -75,7 +76,7 @@ def test_bad_dataset_row_is_rejected_before_any_actor_starts(tmp_path, capsys):
     assert main(["preset=smoke", f"data.source={data}", "data.label_column=null", "data.eval_fraction=0",
                  "rewards.topic=null", f"run.root={tmp_path}"]) == 2
     err = capsys.readouterr().err
-    assert "row 1" in err and "context" in err
+    assert f"{data} line 2, column 'context': empty context" in err  # the editor's line number
 
 
 def test_lora_and_grpo_train_through_the_actors_and_export_a_merged_model(ray_local, tmp_path):

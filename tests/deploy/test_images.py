@@ -158,13 +158,20 @@ def test_compose_runs_a_ray_head_with_the_control_plane_and_a_worker_from_the_cp
         assert ":" in image and not image.endswith(":latest")
 
 
-def test_compose_runs_the_default_arguments_through_the_config_validator() -> None:
+def test_compose_default_arguments_validate_and_the_worker_passes_their_preflight() -> None:
+    """A real `up` here first stopped at the preflight (2 worker CPUs, 2.5 needed): the defaults must agree."""
     from services.config.overrides import build_config
+    from services.run.preflight import check_cluster, needs, reward_actor_count
 
     default = re.fullmatch(r"\$\{CRLHF_ARGS:-(.+)\}", SERVICES["ray-head"]["environment"]["CRLHF_ARGS"])
     assert default, SERVICES["ray-head"]["environment"]["CRLHF_ARGS"]
     config = build_config(default.group(1).split() + ["control.host=0.0.0.0"])
     assert config.control.port == 8321
+    cpus = re.fullmatch(r"\$\{WORKER_CPUS:-(\d+)\}", SERVICES["ray-worker"]["environment"]["WORKER_CPUS"])
+    assert cpus, SERVICES["ray-worker"]["environment"]["WORKER_CPUS"]
+    assert "--num-cpus=0" in SERVICES["ray-head"]["command"][-1]  # so the worker's CPUs are all the cluster has
+    problem = check_cluster(needs(config, reward_actor_count(config)), {"CPU": float(cpus.group(1))})
+    assert problem is None, problem
 
 
 def test_compose_token_comes_from_the_shell_never_from_the_file() -> None:

@@ -21,6 +21,7 @@ from packaging.requirements import Requirement
 
 from services.config.overrides import build_config
 from services.config.schema import ControlConfig
+from services.run.preflight import check_cluster, needs, reward_actor_count
 
 from .render import crd_schema, load_yaml_documents, render, schema_errors
 
@@ -190,14 +191,22 @@ def test_the_monitors_select_the_control_services_and_every_ray_pods_metrics_por
             assert ports[endpoint["port"]] == export_port
 
 
-def test_the_gpu_overlay_gives_preset_gpu_the_gpus_it_asks_for() -> None:
-    config = build_config(["preset=gpu"])
-    # Whole GPUs: the rollout engines' own, plus the learner's, which the reward actors share (fractions).
-    needed = config.rollout.num_actors * config.rollout.num_gpus + config.learner.num_gpus
-    needed += (config.reward_actors.num_actors or len({r.actor for r in config.rewards.values()})) * config.reward_actors.num_gpus
-    for resource in by_kind(RENDERED["gpu"], "RayJob"):
-        gpus = sum(int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) * g["replicas"]
-                   for g in cluster_spec(resource)["workerGroupSpecs"])
-        assert gpus >= needed, f"{resource['metadata']['name']}: {gpus} GPUs for a preset that needs {needed}"
-    for resource in by_kind(RENDERED["cpu"], "RayJob") + by_kind(RENDERED["cpu"], "RayCluster"):
-        assert not any("nvidia.com/gpu" in c["resources"].get("limits", {}) for c in containers(resource))
+def ray_resources(resource: dict[str, Any]) -> dict[str, float]:
+    """What Ray reports for a cluster at its initial size: the workers' pod limits (the head runs num-cpus=0)."""
+    total = {"CPU": 0.0, "GPU": 0.0}
+    for group in cluster_spec(resource)["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        total["CPU"] += float(limits["cpu"]) * group["replicas"]
+        total["GPU"] += float(limits.get("nvidia.com/gpu", 0)) * group["replicas"]
+    return total
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_rayjobs_cluster_passes_the_launch_preflight_for_its_entrypoint(overlay: str) -> None:
+    """The run's own cluster check (services/run/preflight.py) would accept the RayJob's workers at once."""
+    (job,) = by_kind(RENDERED[overlay], "RayJob")
+    config = build_config(shlex.split(job["spec"]["entrypoint"])[3:])
+    problem = check_cluster(needs(config, reward_actor_count(config)), ray_resources(job))
+    assert problem is None, f"{overlay}: {problem}"
+    if overlay == "cpu":
+        assert ray_resources(job)["GPU"] == 0

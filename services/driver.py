@@ -300,6 +300,38 @@ class Driver:
 
             remove_placement_group(self.actors.placement_group)
 
+    def _step(self, k: int, bar: Any) -> dict[str, Any]:
+        """Iteration k and its metrics line."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        last = self.iteration(k)
+        last["time/wall"] = time.perf_counter() - t0
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(last) + "\n")
+        self.coordinator.observe.remote(last)  # Prometheus/live page: adds sync, wall and eval times
+        if k % cfg.trainer.log_every == 0:
+            iteration_log.info(format_line(last))  # train.log; the bar shows the live numbers
+        bar.update(1)
+        bar.set_postfix_str(live_numbers(last), refresh=True)
+        return last
+
+    def _checkpoint_after(self, k: int) -> int:
+        """The periodic checkpoint after iteration k, if one is due; returns the next iteration: k + 1, or a
+        checkpoint's + 1 when an actor lost during the save took the run back (a save cut short is never
+        used, services/run/checkpoints.py)."""
+        if not (self.config.checkpoint.every and (k + 1) % self.config.checkpoint.every == 0):
+            return k + 1
+        try:
+            self.save_checkpoint(k)
+            return k + 1
+        except ray.exceptions.RayError as err:
+            if not is_lost_actor(err) or not self.budget.spend():
+                raise
+            following = recovery.recover(self, k + 1, err)
+            if following == k + 1:  # nothing rolled back: the state is still iteration k's
+                self.save_checkpoint(k)
+            return following
+
     def run(self) -> dict[str, Any]:
         cfg = self.config
         last: dict[str, Any] = {}
@@ -316,10 +348,9 @@ class Driver:
                     if not self.honour_controls(completed):
                         stopped = True
                         break
-                    t0 = time.perf_counter()
                     try:
-                        last = self.iteration(k)
-                    except ray.exceptions.RayError as err:
+                        last = self._step(k, bar)
+                    except ray.exceptions.RayError as err:  # a lost actor: restore it, run the iteration again
                         if not is_lost_actor(err) or not self.budget.spend():
                             raise
                         k = recovery.recover(self, k, err)  # the iteration to run next: k, or a checkpoint's + 1
@@ -327,18 +358,9 @@ class Driver:
                         bar.n = k
                         continue
                     self.budget.succeeded()
-                    last["time/wall"] = time.perf_counter() - t0
-                    with self.metrics_path.open("a") as f:
-                        f.write(json.dumps(last) + "\n")
-                    self.coordinator.observe.remote(last)  # Prometheus/live page: adds sync, wall and eval times
                     completed = k
-                    if k % cfg.trainer.log_every == 0:
-                        iteration_log.info(format_line(last))  # train.log; the bar shows the live numbers
-                    bar.update(1)
-                    bar.set_postfix_str(live_numbers(last), refresh=True)
-                    if cfg.checkpoint.every and (k + 1) % cfg.checkpoint.every == 0:
-                        self.save_checkpoint(k)
-                    k += 1
+                    k = self._checkpoint_after(k)
+                    completed = min(completed, k - 1)
                 stopped = stopped or bool(self.stop_request)
         except (ray.exceptions.RayError, ValueError) as err:
             where = self._save_after_error(completed, err)

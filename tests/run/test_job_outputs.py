@@ -1,6 +1,7 @@
 """Under `ray job submit --working-dir`, the default run.root is ~/crlhf-runs, not Ray's temporary working
-directory; the preflight runs inside the job against the job's cluster. A real `ray start --head` (2 CPUs,
-private temp dir, free ports) and real job submissions; no training (the job runs --cfg and --check)."""
+directory; the preflight runs inside the job against the job's cluster; the job's log gives the absolute run
+directory and the control URL. A real `ray start --head` (2 CPUs, private temp dir, free ports) and real job
+submissions: --cfg, --check, then one smoke iteration."""
 
 from __future__ import annotations
 
@@ -93,3 +94,10 @@ def test_a_job_from_a_working_dir_writes_under_home_and_checks_its_cluster(head,
     assert checked.returncode == 0, output[-3000:]
     assert "preflight ok: " in output and "(from RAY_ADDRESS) has 2 CPUs and 0 GPUs, the run needs 2 CPUs" in output
     assert not (tmp_path / "home" / "crlhf-runs").exists()  # a preflight writes nothing
+    trained = submit(url, env, job_dir, "python", "-m", "services.launch", "objective=fast_rl", "preset=smoke",
+                     "rollout.num_cpus=0.5", "trainer.iterations=1", "evaluation.every=0", "control.port=0", "run.name=job")
+    output = trained.stdout + trained.stderr
+    assert trained.returncode == 0, output[-3000:]
+    run_dir = tmp_path / "home" / "crlhf-runs" / "job"
+    assert f"run directory: {run_dir}" in output and "control plane: http://127.0.0.1:" in output  # in the job's log
+    assert (run_dir / "metrics.jsonl").exists() and not list(job_dir.rglob("metrics.jsonl"))

@@ -37,12 +37,15 @@ def read_rows(path: Path) -> Rows:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        rows = _parquet(path)
-    elif suffix == ".csv":
-        rows = _csv(path)
-    else:
-        rows = _json(path, path.read_text(encoding="utf-8", errors="replace"))
+    try:
+        if suffix == ".parquet":
+            rows = _parquet(path)
+        elif suffix == ".csv":
+            rows = _csv(path)
+        else:
+            rows = _json(path, path.read_text(encoding="utf-8", errors="replace"))
+    except OSError as err:  # e.g. no read permission: the user's problem, not a crash
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
     if not rows.records:
         what = "is empty" if path.stat().st_size == 0 else "has no rows"
         raise DataError(f"{path} {what}: give a file with one example per row")

@@ -255,3 +255,4 @@ def test_too_few_rows_for_an_eval_split_says_how_many(tmp_path):
             messages.append(str(err))
     assert len(messages) == 1
     assert "too few rows for a train and an eval split: its 1 examples (1 distinct dialogue openings)" in messages[0]
+

@@ -228,11 +228,14 @@ def check_cluster_only(config) -> str:
                 f"{local_cpus(needed)} logical CPUs for the {needed:g} its actors ask for")
     import ray
 
-    ray.init(address=choice.address, logging_level=logging.WARNING)
-    try:
+    if ray.is_initialized():  # an embedding caller (notebook, test) is connected already: ask, do not leave
         resources = ray.cluster_resources()
-    finally:
-        ray.shutdown()
+    else:
+        ray.init(address=choice.address, logging_level=logging.WARNING)
+        try:
+            resources = ray.cluster_resources()
+        finally:
+            ray.shutdown()
     problem = check_cluster(wanted, resources)
     if problem is not None:
         raise PreflightError(problem)

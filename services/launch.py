@@ -189,8 +189,9 @@ def preflight(config) -> tuple[list, list]:
     USER_ERRORS error naming the file, line, column, reward or setting, with the fix."""
     from services.data.dialogues import DataError, load_examples
     from services.evaluation.run_eval import score_bounds
-    from services.run.preflight import check_rewards
+    from services.run.preflight import check_policy_model, check_rewards
 
+    check_policy_model(config)
     try:
         examples = load_examples(config.data, "train")
         held_out = config.data.eval_split is not None or config.data.eval_fraction > 0

@@ -3,6 +3,7 @@
 - `check_rewards`: each reward's needs against the data — a class label per row (classifier), a reference
   per row (meteor, bleu, sacrebleu, rouge, similarity), labels the classifier knows — and models on disk.
   Without it a run fails minutes later inside a reward actor ("row 0 has none").
+- `check_policy_model`: a policy model given as a path that is not there.
 - `check_cluster`: a run whose actors ask for more CPUs or GPUs than the cluster has would wait forever with
   its learner in PENDING_CREATION; this says so at once, naming the resource and the fix.
 """
@@ -55,13 +56,27 @@ def check_rewards(config: RootConfig, examples: Sequence[DialogueExample]) -> No
                 )
         for key in MODEL_PARAMS.get(reward.kind, ()):
             value = reward.params.get(key)
-            if value is None or (reward.kind == "hf_model" and not str(value).startswith(("/", "./", "../", "~"))):
+            if value is None or (reward.kind == "hf_model" and not looks_like_path(str(value))):
                 continue
             if not Path(str(value)).expanduser().is_dir():
                 raise PreflightError(
                     f"reward '{name}' ({reward.kind}): rewards.{name}.params.{key}={value} is not a directory on this "
                     f"machine: give the model's directory (on every node that runs reward actors), or {drop}"
                 )
+
+
+def looks_like_path(value: str) -> bool:
+    """Written as a filesystem path (not an embedded name or a hub id such as org/model)."""
+    return value.startswith(("/", "./", "../", "~"))
+
+
+def check_policy_model(config: RootConfig) -> None:
+    value = config.model.name_or_path
+    if looks_like_path(value) and not Path(value).expanduser().is_dir():
+        raise PreflightError(
+            f"model.name_or_path={value} is not a directory on this machine: give a Hugging Face model directory "
+            "(save_pretrained), a hub id, or an embedded name (smollm2-135m-instruct, tiny-llama)"
+        )
 
 
 def _check_known_labels(name: str, params: dict, labels: set[str | None]) -> None:

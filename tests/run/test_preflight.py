@@ -9,8 +9,8 @@ import pytest
 from services.config.overrides import build_config
 from services.data.dialogues import DialogueExample
 from services.rewards.registry import REWARD_KINDS, reward_class
-from services.run.preflight import (MODEL_PARAMS, NEEDS_LABEL, NEEDS_REFERENCE, PreflightError, check_cluster, check_rewards,
-                                    needs)
+from services.run.preflight import (MODEL_PARAMS, NEEDS_LABEL, NEEDS_REFERENCE, PreflightError, check_cluster,
+                                    check_policy_model, check_rewards, needs)
 
 
 def test_a_smoke_run_on_a_two_cpu_head_is_refused_with_the_fix():
@@ -81,3 +81,12 @@ def test_a_reward_model_directory_that_is_not_there_is_named(tmp_path):
     with pytest.raises(PreflightError, match=r"reward 'rm' \(hf_model\): rewards.rm.params.path="):
         check_rewards(rm, UNLABELLED)
     check_rewards(build_config(["rewards.topic=null", "rewards.rm.kind=hf_model", "rewards.rm.params.path=org/model"]), UNLABELLED)
+
+
+def test_a_policy_model_path_that_is_not_there_is_named(tmp_path):
+    missing = tmp_path / "my-lm"
+    with pytest.raises(PreflightError, match=rf"model.name_or_path={missing} is not a directory on this machine"):
+        check_policy_model(build_config([f"model.name_or_path={missing}"]))
+    missing.mkdir()
+    check_policy_model(build_config([f"model.name_or_path={missing}"]))
+    check_policy_model(build_config(["model.name_or_path=HuggingFaceTB/SmolLM2-135M-Instruct"]))  # a hub id: not checked here

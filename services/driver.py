@@ -364,7 +364,8 @@ class Driver:
                 stopped = stopped or bool(self.stop_request)
         except (ray.exceptions.RayError, ValueError) as err:
             where = self._save_after_error(completed, err)
-            again = " (the fault repeated: fault.max_retries spent)" if is_lost_actor(err) else ""
+            spent = is_lost_actor(err) and self.budget.used >= self.budget.max_retries
+            again = " (the fault repeated: fault.max_retries spent)" if spent else ""
             raise RunError(f"iteration {completed + 1} failed{again}: {root_cause(err)}\n{where}") from None
         finally:
             bar.close()

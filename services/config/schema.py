@@ -276,6 +276,9 @@ class FaultConfig(Section):
         "the iteration is re-run up to this many times in a row; a fault that repeats ends the run with a resumable checkpoint.",
     )
     actor_restarts: int = Field(3, ge=0, description="Ray max_restarts of the rollout, reward and learner actors.")
+    restart_timeout_s: float = Field(
+        300.0, gt=0.0, description="How long a recovery waits for a restarted actor to be back (its constructor loads models).",
+    )
     reward_on_error: Literal["fail", "skip"] = Field(
         "fail",
         description="Also spelt rewards.on_error. A reward that raises or gives NaN/inf for a sample: 'fail' stops the run "

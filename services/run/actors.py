@@ -105,15 +105,32 @@ def unplaced(handle: Any) -> bool:
         return False
 
 
-def _fits(ask: dict[str, float], free: dict[str, float]) -> bool:
-    return all(free.get(k, 0.0) + 1e-9 >= v for k, v in ask.items() if v)
+def unmet_demands() -> list[dict[str, float]] | None:
+    """Resource requests the cluster's schedulers hold because no node can serve them now (what the
+    autoscaler reads), or None when Ray cannot say (then free resources are the fallback test)."""
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        status = get_cluster_status(ray.get_runtime_context().gcs_address)
+        return [dict(r.bundle) for d in status.resource_demands.ray_task_actor_demand for r in d.bundles_by_count]
+    except Exception:  # noqa: BLE001 - an SDK Ray marks as alpha; never let it break a run
+        return None
+
+
+def _waits(ask: dict[str, float], free: dict[str, float], demands: list[dict[str, float]] | None) -> bool:
+    """Is a request without a worker held for lack of resources? A placed actor whose worker is still starting
+    must not count: the unmet demands list only the requests no node can serve."""
+    wanted = {k: v for k, v in ask.items() if v}
+    if demands is not None:
+        return any(set(d) == set(wanted) and all(abs(d[k] - v) < 1e-6 for k, v in wanted.items()) for d in demands)
+    return not all(free.get(k, 0.0) + 1e-9 >= v for k, v in wanted.items())
 
 
 def wait_ready(actors: Actors, config: RootConfig, on_wait: Any = None, poll_s: float = 1.0, grace_s: float = 5.0) -> dict[str, int]:
     """Wait until every actor runs; returns each one's process id.
 
     Ray keeps an actor it cannot place in PENDING_CREATION forever. An actor without a worker whose request
-    does not fit in the cluster's free resources counts as waiting for resources; one still waiting after
+    is among the cluster's unmet resource demands counts as waiting for resources; one still waiting after
     run.actor_start_timeout_s ends the wait with an ActorsPending naming the actors, what they asked for and
     what the cluster has free. After `grace_s` of waiting, `on_wait(names)` is called once (the driver tells
     the coordinator: /v1/status says 'waiting for resources'). Placed actors may take as long as their
@@ -132,8 +149,8 @@ def wait_ready(actors: Actors, config: RootConfig, on_wait: Any = None, poll_s: 
             pids[refs.pop(ref)] = ray.get(ref)  # raises the constructor's error, if any
         if not refs:
             break
-        now, free = time.monotonic(), ray.available_resources()
-        waiting = sorted(n for n in refs.values() if not _fits(wants[n.split("/")[0]], free) and unplaced(by_name[n]))
+        now, free, demands = time.monotonic(), ray.available_resources(), unmet_demands()
+        waiting = sorted(n for n in refs.values() if _waits(wants[n.split("/")[0]], free, demands) and unplaced(by_name[n]))
         since = {n: since.get(n, now) for n in waiting}
         if waiting and not told and on_wait is not None and now - min(since.values()) >= grace_s:
             on_wait(waiting)

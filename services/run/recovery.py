@@ -33,10 +33,24 @@ def write_pids(driver: Any) -> None:
     path.with_suffix(".tmp").replace(path)
 
 
+def call_when_back(driver: Any, handles: list[Any], method: str) -> list[Any]:
+    """`handle.method()` on each actor, waiting for restarting ones. Ray answers calls to a restarting actor
+    without task retries (the learner) at once with ActorUnavailableError, so those are asked again until
+    fault.restart_timeout_s; an actor out of restarts raises ActorDiedError, which ends the recovery."""
+    deadline = time.monotonic() + driver.config.fault.restart_timeout_s
+    while True:
+        try:
+            return ray.get([getattr(h, method).remote() for h in handles], timeout=max(deadline - time.monotonic(), 1.0))
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def refresh_pids(driver: Any) -> list[str]:
     """Actors whose process changed since they were last seen (waits for restarting ones, bounded)."""
     by_name = actors.named(driver.actors)
-    now = dict(zip(by_name, ray.get([a.pid.remote() for a in by_name.values()], timeout=driver.config.run.actor_start_timeout_s)))
+    now = dict(zip(by_name, call_when_back(driver, list(by_name.values()), "pid")))
     changed = [n for n, pid in now.items() if driver.pids.get(n) != pid]
     for name in changed:
         log.warning("%s was restarted (process %s → %s)", name, driver.pids.get(name), now[name])
@@ -56,11 +70,10 @@ def recover(driver: Any, k: int, err: BaseException) -> int:
         driver.sampler.load_state_dict(driver._current.sampler_before)  # iteration k draws the same batch again
     driver._current = None
     refresh_pids(driver)
-    wait = driver.config.run.actor_start_timeout_s
-    if ray.get(driver.learner.weights_version.remote(), timeout=wait) != driver.version:
+    if call_when_back(driver, [driver.learner], "weights_version")[0] != driver.version:
         k = roll_back(driver)
     else:
-        versions = ray.get([a.current_weights_version.remote() for a in driver.rollout], timeout=wait)
+        versions = call_when_back(driver, driver.rollout, "current_weights_version")
         if any(v != driver.version for v in versions):
             driver.weight_sync.sync(driver.version)
             log.info("rollout weights restored (version %d)", driver.version)
@@ -72,7 +85,7 @@ def after_lost_sync(driver: Any, k: int, err: BaseException) -> None:
     """Iteration k committed but its weights did not reach every engine. If the learner is intact, send them
     again; if it was lost too, raise `err` so the loop rolls back (`recover`)."""
     refresh_pids(driver)
-    if ray.get(driver.learner.weights_version.remote(), timeout=driver.config.run.actor_start_timeout_s) != k + 1:
+    if call_when_back(driver, [driver.learner], "weights_version")[0] != k + 1:
         raise err
     driver.weight_sync.sync(k + 1)
     log.warning("iteration %d: an engine was lost during the weight sync; weights sent again", k)

@@ -78,7 +78,7 @@ def test_the_default_topic_reward_on_unlabelled_data_is_refused_before_any_clust
 
 def test_check_without_a_cluster_says_what_a_local_one_would_get(tmp_path):
     path = write_jsonl(tmp_path / "mine.jsonl", ROWS)
-    # run.ray_address=local: a Ray cluster of someone else's on this machine would otherwise be found (and joined)
+    # run.ray_address=local: whatever else runs on this machine, no cluster is joined
     result = launch(tmp_path, f"data.source={path}", "data.label_column=null", "rewards.topic=null", "run.ray_address=local",
                     "--check")
     assert result.returncode == 0, result.stderr

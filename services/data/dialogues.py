@@ -157,6 +157,9 @@ def _is_dialogue(conversation: Any) -> bool:
 # --- files and `datasets` names -------------------------------------------------------------------------------
 
 _MISSING = object()  # a JSON Lines record without the column's key
+# Going without a column also means going without the rewards that read it (services/run/preflight.py).
+_ALSO = {"label": " (and without rewards that score labels: rewards.topic=null for the default classifier)",
+         "reference": " (and without rewards that compare with references, e.g. rewards.meteor=null)"}
 
 
 def _dataset_examples(cfg: DataConfig, split_name: str) -> list[tuple[str, DialogueExample]]:
@@ -164,7 +167,7 @@ def _dataset_examples(cfg: DataConfig, split_name: str) -> list[tuple[str, Dialo
     columns = {"context": cfg.context_column, "reference": cfg.reference_column, "label": cfg.label_column}
     for role, column in columns.items():
         if column is not None and column not in rows.columns:
-            disable = f"; set data.{role}_column=null to go without" if role != "context" else ""
+            disable = f"; set data.{role}_column=null to go without" + _ALSO.get(role, "") if role != "context" else ""
             raise DataError(
                 f"{where}: {role} column '{column}' not found (available: {', '.join(rows.columns)}){disable}"
             )

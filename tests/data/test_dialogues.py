@@ -123,7 +123,7 @@ def test_missing_column_lists_available_ones(tmp_path):
     with pytest.raises(
         DataError,
         match=r"label column 'label' not found \(available: turns, answer, topic\); "
-        r"set data.label_column=null",
+        r"set data.label_column=null to go without \(and without rewards that score labels: rewards.topic=null",
     ):
         load_examples(DataConfig(source=str(path), context_column="turns", reference_column="answer"), "train")
 

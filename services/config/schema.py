@@ -350,12 +350,9 @@ class RootConfig(Section):
                 f"rewards.{auto[0]}.threshold=auto measures the untrained policy on held-out data, and there is none: "
                 "set data.eval_fraction (e.g. 0.1) or data.eval_split"
             )
-        if self.trainer.advantage != "gae":
-            if self.objective.name == "l3m":
-                raise ValueError(
-                    f"trainer.advantage={self.trainer.advantage}: objective l3m takes SFT and log-barrier steps, not "
-                    "policy-gradient steps on advantages; set trainer.advantage=gae"
-                )
+        # l3m takes SFT and log-barrier steps, never advantage steps: any estimator is accepted and unused, so
+        # `objective=l3m` runs on the default preset (GRPO) as it is.
+        if self.trainer.advantage != "gae" and self.objective.name != "l3m":
             if self.rollout.samples_per_prompt < 2:
                 raise ValueError(
                     f"trainer.advantage={self.trainer.advantage} baselines each completion against the other completions "

@@ -49,10 +49,14 @@ def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
     return found
 
 
-def require_finite_state(state: Mapping[str, Any], what: str) -> None:
-    """After an update: the objective's learned state (multipliers, weights, β …) must be finite."""
-    # NaN thresholds are the convention for "this reward has no threshold" (Objective.state_dict), not a fault.
-    bad = non_finite_entries({k: v for k, v in state.items() if k != "thresholds"})
+def require_finite_state(state: Mapping[str, Any], what: str, already_unset: Iterable[str] = ()) -> None:
+    """After an update: the objective's learned state (multipliers, weights, β …) must be finite.
+
+    NaN is also the state's own marker for "unset": a reward without a threshold, an estimate not measured yet
+    (l3m's score EMA before its first constraint step). Entries that were already non-finite before the update
+    (`already_unset`, from `non_finite_entries`) are not faults; only what this update made non-finite is."""
+    known = set(already_unset)
+    bad = [key for key in non_finite_entries(state) if key not in known]
     if bad:
         raise UnsafeUpdate(f"refused the update: the {what} would become non-finite ({', '.join(bad[:5])}); {FIX}")
 

@@ -20,7 +20,7 @@ from services.config.schema import RootConfig
 from services.objectives import spec as objective_spec
 from services.objectives.constraints import violation
 from services.objectives.spec import Handout, ObjectiveSpec
-from services.ppo.guards import require_finite_parameters, require_finite_state
+from services.ppo.guards import non_finite_entries, require_finite_parameters, require_finite_state
 from services.ppo.off_policy import BehaviourLogprobs
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ class LearnerLoop:
         rollout, skipped = drop_unscored(rollout, list(self.config.rewards))
         objective = objective_spec.objective_for(handout, self.config.rewards, self.objective, self.spec_version)
         self.objective, self.spec_version = objective, handout.spec.version
+        unset = non_finite_entries(objective.state_dict())  # NaN = "not measured yet" (e.g. l3m's score EMA)
         if evaluation is not None:  # e.g. nm_ppo moves its thresholds on an evaluation
             objective.observe_evaluation(iteration, evaluation)
         if objective.update_kind == "l3m":
@@ -117,7 +118,7 @@ class LearnerLoop:
                 rollout.groups,
             )
         # Nothing non-finite leaves the learner: the coordinator would commit it and the engines would load it.
-        require_finite_state(objective.state_dict(), f"objective state of iteration {iteration}")
+        require_finite_state(objective.state_dict(), f"objective state of iteration {iteration}", already_unset=unset)
         require_finite_parameters(self.learner.models.trained_parameters())
         record = self._record(iteration, rollout, objective, stats)
         record.update(skipped)

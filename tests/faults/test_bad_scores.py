@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from services.ppo.group import group_baselined, indexed_group_baselined
-from services.ppo.guards import UnsafeUpdate, require_finite_parameters, require_finite_state, require_finite_step
+from services.ppo.guards import (
+    UnsafeUpdate,
+    non_finite_entries,
+    require_finite_parameters,
+    require_finite_state,
+    require_finite_step,
+)
 from services.ppo.iteration import Rollout, drop_unscored
 from services.rewards.base import RewardError, RewardFunction, ScoringBatch, score_samples
 
@@ -91,3 +97,13 @@ def test_guards_refuse_non_finite_updates_and_name_what():
         require_finite_state({"lambdas": torch.tensor([1.0, math.inf]), "kl": {"beta": math.nan}}, "objective state")
     with pytest.raises(UnsafeUpdate, match="1 trained parameter"):
         require_finite_parameters([torch.ones(2), torch.tensor([math.nan])])
+
+
+def test_state_already_unset_before_the_update_is_not_a_fault():
+    # NaN marks "no threshold" and "not measured yet" (l3m's score EMA before its first constraint step).
+    before = {"thresholds": torch.tensor([0.2, math.nan]), "score_ema": torch.full((2,), math.nan)}
+    unset = non_finite_entries(before)
+    assert unset == ["thresholds", "score_ema"]
+    require_finite_state(before, "objective state", already_unset=unset)
+    with pytest.raises(UnsafeUpdate, match=r"\(lambdas\)"):
+        require_finite_state({**before, "lambdas": torch.tensor([math.nan])}, "objective state", already_unset=unset)

@@ -293,9 +293,11 @@ def _train(config, run_dir: Path, base: dict | None, examples: list, eval_exampl
     except RayError as err:  # an actor failed to start, e.g. the control plane's port is taken
         log.error("%s", root_cause(err))
         return 1
-    except StopNow as err:  # a second SIGINT/SIGTERM: no checkpoint now; the last one on disk is the resume point
-        log.error("%s; resume from the last checkpoint with: %s", err, resume)
-        return 128 + err.signum
+    except KeyboardInterrupt:  # a second SIGINT/SIGTERM (StopNow): no checkpoint now; the last one on disk is the resume point
+        if driver.stop_request.forced is None:
+            raise
+        log.error("%s; resume from the last checkpoint with: %s", StopNow(driver.stop_request.forced), resume)
+        return 128 + driver.stop_request.forced
     finally:
         driver.close()
     if driver.stop_request:  # first SIGINT/SIGTERM: stopped at an iteration boundary, checkpoint written

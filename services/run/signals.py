@@ -4,7 +4,9 @@ The first signal asks the driver to stop at the next iteration boundary: the ite
 a checkpoint is written, the resume command printed, and the process exits with 128 + the signal number
 (130 for SIGINT, 143 for SIGTERM, the shell's convention, so scripts see "stopped by a signal" rather than
 success or a crash). A second signal stops at once: `StopNow` is raised in the main thread, out of
-whatever the driver waits on; the last checkpoint on disk stays the resume point.
+whatever the driver waits on; the last checkpoint on disk stays the resume point. It is a KeyboardInterrupt
+because that is the one exception `ray.get` lets out of its wait (it swallows any other raised by a signal
+handler, and re-raises a plain KeyboardInterrupt): callers read `StopRequest.forced` for the signal.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ log = logging.getLogger("crlhf")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class StopNow(BaseException):
-    """A second stop signal: leave at once. BaseException so that no `except Exception` swallows it."""
+class StopNow(KeyboardInterrupt):
+    """A second stop signal: leave at once (see the module doc for why a KeyboardInterrupt)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"stopped at once by a second {signal.Signals(signum).name}")
@@ -33,6 +35,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.forced: int | None = None  # the second signal, once one came
 
     def __bool__(self) -> bool:
         return self.signum is not None
@@ -43,6 +46,7 @@ class StopRequest:
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
+            self.forced = signum
             raise StopNow(signum)
         self.signum = signum
         log.warning("%s: stopping after the current iteration (checkpoint, then exit %d); send it again to stop at once",

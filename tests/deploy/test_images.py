@@ -107,7 +107,7 @@ def test_the_environment_comes_from_cluster_setup_and_the_ca_bundle_is_never_bak
     # vLLM on CPU compiles with torch inductor at its first generation (and Triton on GPU builds launchers): a
     # run in the image without a compiler failed with "InvalidCxxCompiler".
     final_runs = " ".join(a for i, a in stages(DOCKERFILES[variant])[-1] if i == "RUN")
-    assert "g++" in final_runs and "libc6-dev" in final_runs
+    assert "g++" in final_runs and "libc6-dev" in final_runs and "openssl" in final_runs  # inductor runs `openssl`
 
 
 def test_the_pins_agree_between_setup_pyproject_and_the_gpu_extra() -> None:

@@ -110,10 +110,11 @@ def test_a_driver_killed_with_sigkill_resumes_exactly(tmp_path, twin):
     assert_same_numbers(records(run_dir), twin)
 
 
-def test_a_truncated_checkpoint_is_refused_naming_the_file_and_the_previous_one_is_used(tmp_path, twin):
+def test_a_truncated_checkpoint_is_refused_naming_the_file_and_the_previous_one_is_used(tmp_path):
     run_dir = tmp_path / "trunc"
     code, out = run([*RUN, "trainer.iterations=4", "checkpoint.every=1", "checkpoint.keep_last=2", f"run.root={tmp_path}", "run.name=trunc"])
     assert code == 0, out
+    before = records(run_dir)  # the uninterrupted run: iteration 3, computed again after the fallback, must match
     newest = run_dir / "checkpoints" / "iter_000003"
     damaged = next(p for p in sorted(newest.rglob("*")) if p.is_file() and p.suffix in (".pt", ".safetensors") and p.stat().st_size > 100)
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
@@ -122,7 +123,7 @@ def test_a_truncated_checkpoint_is_refused_naming_the_file_and_the_previous_one_
     assert f"checkpoint refused: {damaged} is truncated" in out
     assert f"using the previous checkpoint {run_dir / 'checkpoints' / 'iter_000002'}" in out
     assert "resumed from" in out and "at iteration 3" in out
-    assert_same_numbers(records(run_dir), twin)
+    assert_same_numbers(records(run_dir), before)
 
 
 def _free_port() -> int:
@@ -143,14 +144,17 @@ def test_an_actor_that_cannot_be_placed_stops_the_run_naming_it_and_status_says_
     try:
         time.sleep(8)
         proc = start([*RUN, f"run.ray_address=127.0.0.1:{port}", "learner.num_cpus=0.5", "placement.learner={gpu_box: 1}",
-                      "run.actor_start_timeout_s=15", f"run.root={tmp_path}", "run.name=pending"])
+                      "run.actor_start_timeout_s=45", f"run.root={tmp_path}", "run.name=pending"])
         try:
             wait_for(lambda: (run_dir / "control.json").exists(), what="the control plane", proc=proc)
             url = json.loads((run_dir / "control.json").read_text())["url"]
             seen = []
 
             def waiting() -> bool:
-                seen.append(httpx.get(f"{url}/v1/status", timeout=5).json())
+                try:
+                    seen.append(httpx.get(f"{url}/v1/status", timeout=5).json())
+                except httpx.TransportError:  # not listening yet
+                    return False
                 return seen[-1]["state"] == "waiting for resources"
 
             wait_for(waiting, timeout=60, what="/v1/status to say waiting", proc=proc)
@@ -162,5 +166,5 @@ def test_an_actor_that_cannot_be_placed_stops_the_run_naming_it_and_status_says_
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
     assert proc.returncode == 2, out
-    assert "learner asks for CPU 0.5, gpu_box 1; short of gpu_box (free 0)" in out and "run.actor_start_timeout_s=15" in out
+    assert "learner asks for CPU 0.5, gpu_box 1; short of gpu_box (free 0)" in out and "run.actor_start_timeout_s=45" in out
     assert "Traceback" not in out and records(run_dir) == []

@@ -18,7 +18,8 @@ Learner call order, once per optimiser step (`update_kind == "l3m"`):
     loss.backward(); clip_grad_norm_(policy, objective.config.max_grad_norm); optimizer.step()
     # (task and constraint gradients are clipped separately because they are separate steps)
 
-There is no KL term, reference model, critic or advantage. `set_total_steps(n)` (the run's number of
+There is no KL term, critic or advantage (the learner measures the samples' KL to the reference for the
+record only). `set_total_steps(n)` (the run's number of
 optimiser steps of either kind) must be called before the first step unless `total_steps` is configured;
 μ follows μ_0·(μ_T/μ_0)^{min(step, T)/T}, i.e. μ ← γ_μ·μ each step and then stays at μ_T.
 

@@ -42,6 +42,7 @@ def l3m_iteration(
     cfg = learner.cfg
     samples = collate(prompt_ids, response_ids, learner.pad_id)
     sft = collate(prompt_ids, reference_ids, learner.pad_id)
+    kl = _sample_kl(learner, samples)
     params = learner.models.trained_parameters()
     order = torch.randperm(samples.size, generator=learner.generator)
     chunks = list(order.split(cfg.minibatch_size))
@@ -64,6 +65,7 @@ def l3m_iteration(
         totals[f"{kind}_loss"] += loss.item()
         totals[f"{kind}_steps"] += 1
     stats = {
+        "kl": kl,
         "task_loss": totals["task_loss"] / max(totals["task_steps"], 1),
         "constraint_loss": totals["constraint_loss"] / max(totals["constraint_steps"], 1),
         "task_steps": float(totals["task_steps"]),
@@ -72,3 +74,16 @@ def l3m_iteration(
         "train_seconds": time.perf_counter() - start,
     }
     return stats
+
+
+@torch.no_grad()
+def _sample_kl(learner: "PPOLearner", samples) -> float:
+    """Per-token KL(π_θ ‖ π_ref) of the iteration's samples before its steps (the k1 estimate PPO records).
+
+    L3M has no KL term, but it is the one measure of how far the policy moved that every objective shares, so
+    the progress line, the summary and report.png show it for l3m too (two no-grad forward passes)."""
+    everything = torch.arange(samples.size)
+    mask = samples.response_mask
+    policy = learner._logprobs(samples, everything).cpu()
+    reference = learner._logprobs(samples, everything, reference=True).cpu()
+    return float(((policy - reference) * mask).sum() / mask.sum().clamp(min=1.0))

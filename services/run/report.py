@@ -1,8 +1,9 @@
 """What a run did, from its run directory alone (finished or live): a table per reward and `report.png`.
 
 Start and end are means over the first and the last quarter of the iterations (at least one each), so one
-noisy batch neither makes nor breaks the verdict; "satisfied" means the constraint held, on average, over
-the last quarter (mean violation 0 for ge/le; within 5 % of |θ| for eq). Thresholds, violations,
+noisy batch neither makes nor breaks the verdict; "satisfied" means the constraint held on average over
+the last quarter (its mean reward on θ's side for ge/le, within 5 % of |θ| for eq), and "held" counts the
+iterations of that quarter in which it held batch by batch. Thresholds, violations,
 multipliers and weights are the ones the run recorded (`metrics.jsonl`), so the table and the plot agree
 with the log by construction.
 """
@@ -30,6 +31,7 @@ class RewardSummary:
     direction: str | None
     satisfied: bool | None  # None: not a constraint of this run's objective
     violated_at_start: bool | None
+    held: tuple[int, int] | None  # (iterations of the last quarter in which it held, iterations)
     multiplier: float | None
     weight: float | None
 
@@ -55,12 +57,18 @@ def _mean(records: list[dict[str, Any]], key: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _holds(mean_violation: float | None, threshold: float | None, direction: str | None) -> bool | None:
-    if mean_violation is None or threshold is None:
+def _holds(value: float | None, threshold: float | None, direction: str | None) -> bool | None:
+    """Whether a reward value (a batch mean, or a mean of them) is on the right side of θ."""
+    if value is None or threshold is None:
         return None
     if direction == "eq":
-        return mean_violation <= EQ_TOLERANCE * max(abs(threshold), 1e-9)
-    return mean_violation <= 1e-12
+        return abs(value - threshold) <= EQ_TOLERANCE * max(abs(threshold), 1e-9)
+    return value <= threshold if direction == "le" else value >= threshold
+
+
+def _held(records: list[dict[str, Any]], name: str, direction: str | None) -> tuple[int, int]:
+    verdicts = [_holds(r.get(f"reward/{name}"), r.get(f"threshold/{name}"), direction) for r in records]
+    return sum(v is True for v in verdicts), len(verdicts)
 
 
 def summarise(run_dir: Path) -> list[RewardSummary]:
@@ -79,8 +87,10 @@ def summarise(run_dir: Path) -> list[RewardSummary]:
             end=_mean(last, f"reward/{name}") or 0.0,
             threshold=threshold if constrained else None,
             direction=direction,
-            satisfied=_holds(_mean(last, f"violation/{name}"), threshold, direction) if constrained else None,
-            violated_at_start=(not _holds(_mean(first, f"violation/{name}"), threshold, direction)) if constrained else None,
+            satisfied=_holds(_mean(last, f"reward/{name}"), threshold, direction) if constrained else None,
+            violated_at_start=(not _holds(_mean(first, f"reward/{name}"), _mean(first, f"threshold/{name}"), direction))
+            if constrained else None,
+            held=_held(last, name, direction) if constrained else None,
             multiplier=records[-1].get(f"multiplier/{name}"),
             weight=records[-1].get(f"weight/{name}"),
         ))
@@ -100,13 +110,19 @@ def table(run_dir: Path, rows: list[RewardSummary]) -> Any:
     from rich.table import Table
 
     records = load_records(run_dir)
-    t = Table(title=f"{run_dir.name}: {len(records)} iterations (start = first quarter, end = last quarter)")
-    # short headers: the table must fit an 80-column terminal
-    for column in ("reward", "start", "end", "θ", "dir", "satisfied", "λ (mult.)", "weight"):
+    t = Table(title=f"{run_dir.name}: {len(records)} iterations (start = first quarter, end = last quarter)",
+              caption_justify="left")
+    # short headers, and the multiplier/weight columns only when the objective has them: 80 columns must do
+    columns = ["reward", "start", "end", "θ", "dir", "satisfied", "held"]
+    columns += ["λ"] * any(r.multiplier is not None for r in rows) + ["weight"] * any(r.weight is not None for r in rows)
+    for column in columns:
         t.add_column(column, justify="left" if column in ("reward", "dir", "satisfied") else "right", no_wrap=True)
     for r in rows:
-        verdict = "—" if r.satisfied is None else ("yes" if r.satisfied else "no") + (" (was violated)" if r.violated_at_start and r.satisfied else "")
-        t.add_row(r.name, f"{r.start:.4f}", f"{r.end:.4f}", _fmt(r.threshold), r.direction or "—", verdict, _fmt(r.multiplier), _fmt(r.weight))
+        verdict = "—" if r.satisfied is None else f"{'no' if r.violated_at_start else 'yes'} → {'yes' if r.satisfied else 'no'}"
+        held = "—" if r.held is None else f"{r.held[0]}/{r.held[1]}"
+        cells = [r.name, _fmt(r.start), _fmt(r.end), _fmt(r.threshold), r.direction or "—", verdict, held]
+        cells += [_fmt(r.multiplier)] * ("λ" in columns) + [_fmt(r.weight)] * ("weight" in columns)
+        t.add_row(*cells)
     kl = _mean(_quarter(records, last=True), "kl")
     if kl is not None:
         t.caption = f"KL (last quarter, nats/token): {kl:.4f}" + (
@@ -146,9 +162,12 @@ def plot(run_dir: Path, path: Path | None = None) -> Path:
     for key in sorted({k for r in records for k in r if k.startswith(("multiplier/", "weight/"))}):
         ax.plot(it, [r.get(key) for r in records], label=key)
     ax.set_ylabel("multiplier / weight")
+    values = [v for line in ax.lines for v in line.get_ydata() if v is not None and math.isfinite(v)]
+    if values and min(values) > 0 and max(values) / min(values) > 1e3:  # e.g. l3m's barrier weights span decades
+        ax.set_yscale("log")
     ax.legend(loc="best", fontsize=8) if ax.lines else ax.text(0.5, 0.5, "fixed weights", ha="center", transform=ax.transAxes)
     ax = axes[len(names) + 2]
-    ax.plot(it, [r.get("kl") for r in records], label="KL (nats/token)")
+    ax.plot(it, [r.get("kl", math.nan) for r in records], label="KL to the reference (nats/token)")
     evals = [(r["iteration"], r["eval/score"]) for r in records if "eval/score" in r]
     if evals:
         twin = ax.twinx()

@@ -29,6 +29,7 @@ def test_objective_and_estimator_train_or_are_refused(objective, estimator):
         protocol.commit(state, k, result)
         losses = [result["record"][key] for key in ("policy_loss", "grad_norm") if key in result["record"]]
         assert all(math.isfinite(v) for v in losses), result["record"]
+        assert math.isfinite(result["record"]["kl"])  # every objective records how far it moved (l3m too)
 
 
 def test_group_estimators_need_several_completions_per_prompt():

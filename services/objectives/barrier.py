@@ -82,9 +82,11 @@ class L3MConfig(ObjectiveConfig):
         return self
 
     def complete(self, run: Any) -> None:
-        """total_steps defaults to the run's optimiser steps: iterations × epochs × ⌈batch / minibatch⌉."""
+        """total_steps defaults to the run's optimiser steps: iterations × epochs × ⌈samples / minibatch⌉, where a
+        rollout holds batch_size × samples_per_prompt samples (what `l3m_iteration` steps over)."""
         if self.total_steps is None:
-            per_iteration = run.trainer.epochs * math.ceil(run.rollout.batch_size / run.trainer.minibatch_size)
+            samples = run.rollout.batch_size * run.rollout.samples_per_prompt
+            per_iteration = run.trainer.epochs * math.ceil(samples / run.trainer.minibatch_size)
             self.total_steps = run.trainer.iterations * per_iteration
 
     def validate_rewards(self, rewards: dict[str, "RewardConfig"]) -> None:

@@ -124,3 +124,14 @@ def test_bandit_sft_toward_a_keeps_p_b_at_the_floor() -> None:
             logits -= 0.05 * clip_(grad)
             p_b[step] = float(torch.sigmoid(logits[1] - logits[0]))
     assert 0.30 <= p_b[-2000:].mean() <= 0.31
+
+
+def test_the_mu_schedule_spans_exactly_the_steps_the_run_takes():
+    # μ must reach μ_T at the last step, not halfway: a rollout holds batch_size × samples_per_prompt samples.
+    from services.config.overrides import build_config
+    from services.ppo.l3m import steps_per_iteration
+
+    config = build_config(["objective=l3m"])  # default preset: 4 prompts × 4 completions, minibatches of 8
+    samples = config.rollout.batch_size * config.rollout.samples_per_prompt
+    per_iteration = steps_per_iteration(samples, config.trainer.minibatch_size, config.trainer.epochs)
+    assert config.objective.total_steps == config.trainer.iterations * per_iteration == config.trainer.iterations * 4

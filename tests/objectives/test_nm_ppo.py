@@ -320,7 +320,7 @@ def test_config_defaults_and_errors() -> None:
     assert cfg.rewards["meteor"].direction is None  # the objective's own: eq
     for overrides, message in [
         (["evaluation.every=0"], "evaluation.every"),
-        (["data.eval_fraction=0"], "held-out split"),
+        (["data.eval_fraction=0"], "held-out"),
         (["objective.simplex_low={metor: 0.2}"], "did you mean 'meteor'"),
         (["rewards.meteor.direction=ge"], "direction eq only"),
         (["objective.gamma=1"], "greater than 1"),

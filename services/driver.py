@@ -333,6 +333,12 @@ class Driver:
             return following
 
     def run(self) -> dict[str, Any]:
+        """The iterations, then the final checkpoint, export and evaluation. SIGINT/SIGTERM are handled for the
+        whole of it (services/run/signals.py): a second signal during the final checkpoint also stops at once."""
+        with stop_on_signals() as self.stop_request:
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.config
         last: dict[str, Any] = {}
         completed = self.start_iteration - 1
@@ -343,25 +349,24 @@ class Driver:
         bar = tqdm(total=cfg.trainer.iterations, initial=self.start_iteration, desc="iterations", unit="it", dynamic_ncols=True)
         k = self.start_iteration
         try:
-            with stop_on_signals() as self.stop_request:
-                while k < cfg.trainer.iterations:
-                    if not self.honour_controls(completed):
-                        stopped = True
-                        break
-                    try:
-                        last = self._step(k, bar)
-                    except ray.exceptions.RayError as err:  # a lost actor: restore it, run the iteration again
-                        if not is_lost_actor(err) or not self.budget.spend():
-                            raise
-                        k = recovery.recover(self, k, err)  # the iteration to run next: k, or a checkpoint's + 1
-                        completed = k - 1
-                        bar.n = k
-                        continue
-                    self.budget.succeeded()
-                    completed = k
-                    k = self._checkpoint_after(k)
-                    completed = min(completed, k - 1)
-                stopped = stopped or bool(self.stop_request)
+            while k < cfg.trainer.iterations:
+                if not self.honour_controls(completed):
+                    stopped = True
+                    break
+                try:
+                    last = self._step(k, bar)
+                except ray.exceptions.RayError as err:  # a lost actor: restore it, run the iteration again
+                    if not is_lost_actor(err) or not self.budget.spend():
+                        raise
+                    k = recovery.recover(self, k, err)  # the iteration to run next: k, or a checkpoint's + 1
+                    completed = k - 1
+                    bar.n = k
+                    continue
+                self.budget.succeeded()
+                completed = k
+                k = self._checkpoint_after(k)
+                completed = min(completed, k - 1)
+            stopped = stopped or bool(self.stop_request)
         except (ray.exceptions.RayError, ValueError) as err:
             where = self._save_after_error(completed, err)
             spent = is_lost_actor(err) and self.budget.used >= self.budget.max_retries

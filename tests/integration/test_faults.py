@@ -83,16 +83,20 @@ def test_sigterm_checkpoints_prints_the_resume_command_and_resume_matches_the_tw
 
 
 def test_a_second_signal_stops_at_once(tmp_path):
-    run_dir = tmp_path / "int"
-    proc = start([*RUN, "trainer.iterations=50", f"run.root={tmp_path}", "run.name=int"])
+    run_dir, log = tmp_path / "int", tmp_path / "int.log"
+    # Longer iterations, so the second signal lands while the first one's iteration is still running.
+    proc = start([*RUN, "trainer.iterations=50", "rollout.batch_size=32", "rollout.sampling.max_new_tokens=32",
+                  f"run.root={tmp_path}", "run.name=int"], log=log)
     try:
         wait_for(lambda: lines(run_dir) >= 1, what="the first metrics line", proc=proc)
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
+        # Signals sent before Python ran the first handler coalesce into one: wait until it said so.
+        wait_for(lambda: "send it again to stop at once" in log.read_text(), what="the first signal's message", proc=proc)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=300)
+        proc.wait(timeout=300)
     finally:
         stop_group(proc)
+    out = log.read_text()
     assert proc.returncode == 130, out
     assert "stopped at once by a second SIGINT" in out and "resume from the last checkpoint with:" in out
     assert "Traceback" not in out

@@ -20,7 +20,7 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     temp = tempfile.mkdtemp(prefix="/tmp/rc")  # private, short (socket paths): no current-cluster file for others
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "_temp_dir": temp,
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "temp_dir": temp,
                                                       "node_ip_address": "127.0.0.1"})
     try:
         yield c

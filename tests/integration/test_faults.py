@@ -84,11 +84,11 @@ def test_sigterm_checkpoints_prints_the_resume_command_and_resume_matches_the_tw
 
 def test_a_second_signal_stops_at_once(tmp_path):
     run_dir, log = tmp_path / "int", tmp_path / "int.log"
-    # Longer iterations, so the second signal lands while the first one's iteration is still running.
-    proc = start([*RUN, "trainer.iterations=50", "rollout.batch_size=32", "rollout.sampling.max_new_tokens=32",
-                  f"run.root={tmp_path}", "run.name=int"], log=log)
+    # Somewhat longer iterations, so the second signal lands while the first one's iteration (or the final
+    # checkpoint) is still running.
+    proc = start([*RUN, "trainer.iterations=50", "rollout.sampling.max_new_tokens=16", f"run.root={tmp_path}", "run.name=int"], log=log)
     try:
-        wait_for(lambda: lines(run_dir) >= 1, what="the first metrics line", proc=proc)
+        wait_for(lambda: lines(run_dir) >= 1, timeout=600, what="the first metrics line", proc=proc)
         proc.send_signal(signal.SIGINT)
         # Signals sent before Python ran the first handler coalesce into one: wait until it said so.
         wait_for(lambda: "send it again to stop at once" in log.read_text(), what="the first signal's message", proc=proc)

@@ -34,6 +34,7 @@ from services.rollout.weight_sync import make_weight_sync
 from services.run import actors, checkpoints, recovery
 from services.run.faults import RetryBudget, innermost, is_lost_actor, root_cause  # root_cause: also for launch
 from services.run.signals import StopRequest, stop_on_signals
+from services.run.storage import RunMirror
 from services.run.console import ITERATION_LOGGER
 
 log = logging.getLogger("crlhf")
@@ -94,6 +95,7 @@ class Driver:
         self.run_dir = run_dir
         self.metrics_path = run_dir / "metrics.jsonl"
         self.checkpoints = run_dir / "checkpoints"
+        self.mirror = RunMirror(config.run.storage, run_dir) if config.run.storage else None  # run.storage
         self.sampler = PromptSampler(examples, seed=config.data.seed)
         self.actors = actors.start(config, run_dir)
         self.coordinator, self.learner = self.actors.coordinator, self.actors.learner
@@ -127,9 +129,12 @@ class Driver:
     # --- checkpoints (services/run/checkpoints.py) ---------------------------------------------
     def save_checkpoint(self, iteration: int) -> Path:
         self._discard_prefetch()  # the saved sampler position must not skip a batch nobody trained on
-        return checkpoints.save(
+        path = checkpoints.save(
             self.checkpoints, iteration, self.learner, self.coordinator, self.sampler.state_dict(), self.config.checkpoint.keep_last
         )
+        if self.mirror is not None:
+            self.mirror.sync()
+        return path
 
     def restore(self) -> None:
         """Continue from the latest usable checkpoint: same iteration counter, objective state, data position.

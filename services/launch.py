@@ -312,6 +312,9 @@ def _train(config, run_dir: Path, base: dict | None, examples: list, eval_exampl
         summary, picture = report.write(run_dir)
         Console(highlight=False).print(summary)
         print(f"report: {picture}   (crlhf report {run_dir} redraws it)")
+    if driver.mirror is not None:  # run.storage: the final state, the exported model and the report
+        driver.mirror.sync(final=True)
+        log.info("run mirrored to %s", driver.mirror.uri)
     return 0 if last is not None else 1
 
 

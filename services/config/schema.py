@@ -244,12 +244,25 @@ class RunConfig(Section):
         "else ./runs.",
     )
     name: str | None = Field(None, description="Run directory name; None = '<objective>-<timestamp>'.")
+    storage: str | None = Field(
+        None,
+        description="Durable copy of the run directory (checkpoints, metrics, audit log, report, final model — never "
+        "the control token), refreshed after every checkpoint and at the end: an s3://, gs://, hdfs:// or file:// URI "
+        "(pyarrow.fs), or an absolute path on a shared filesystem. The run is written to <storage>/<run name>.",
+    )
     ray_address: str | None = Field(None, description="Ray cluster to join; None = join a running one if any, else start a local one.")
     actor_start_timeout_s: float = Field(
         60.0, gt=0.0,
         description="An actor still waiting for resources (PENDING_CREATION) after this many seconds stops the run with a "
         "message naming the actor and what it asked for; meanwhile /v1/status says 'waiting for resources'.",
     )
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_uri(cls, v: str | None) -> str | None:
+        from services.run.storage import check_uri
+
+        return None if v is None else check_uri(v)
 
     @field_validator("root")
     @classmethod

@@ -17,7 +17,8 @@ def records(run_dir):
 
 
 def test_smoke_run_trains_and_checkpoints(ray_local, tmp_path):
-    assert main([*SMOKE, "trainer.iterations=3", f"run.root={tmp_path}", "run.name=r"]) == 0
+    mirror = tmp_path / "bucket"  # run.storage: a file:// URI stands in for s3:// or gs:// (the same pyarrow.fs code)
+    assert main([*SMOKE, "trainer.iterations=3", f"run.root={tmp_path}", "run.name=r", f"run.storage=file://{mirror}"]) == 0
     run = tmp_path / "r"
     got = records(run)
     assert [r["iteration"] for r in got] == [0, 1, 2]
@@ -42,6 +43,15 @@ def test_smoke_run_trains_and_checkpoints(ray_local, tmp_path):
     state = torch.load(run / "coordinator.pt", weights_only=False)
     assert state["last_committed"] == 2
     assert state["objective"]["kl"]["beta"] == pytest.approx(got[-1]["kl_coef"])
+    # The mirror holds what the run directory holds — the checkpoints keep_last kept, pruned ones removed — but
+    # never the control token.
+    copy = mirror / "r"
+    assert (copy / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+    local = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == local == ["iter_000001", "iter_000002", "latest"]
+    assert (copy / "checkpoints" / "iter_000002" / "MANIFEST.json").exists()
+    assert (copy / "final" / "config.json").exists() and (copy / "report.png").exists() and (copy / "config.yaml").exists()
+    assert (run / "control.token").exists() and not (copy / "control.token").exists()
 
 
 def test_resume_continues_exactly_where_the_run_stopped(ray_local, tmp_path):

@@ -36,17 +36,17 @@ class ScoringBatch:
         return len(self.responses)
 
     def require_references(self, kind: str) -> list[str]:
-        """The references, or a RewardError naming the first row without one."""
+        """The references, or a RewardError naming the first sample (1-based) without one."""
         for row, ref in enumerate(self.references):
             if not isinstance(ref, str):
-                raise RewardError(f"reward '{kind}' needs a reference response; row {row} has none")
+                raise RewardError(f"reward '{kind}' needs a reference response; sample {row + 1} of the batch has none")
         return list(self.references)  # type: ignore[arg-type]
 
     def require_labels(self, kind: str) -> list[str]:
-        """The labels, or a RewardError naming the first row without one."""
+        """The labels, or a RewardError naming the first sample (1-based) without one."""
         for row, label in enumerate(self.labels):
             if not isinstance(label, str):
-                raise RewardError(f"reward '{kind}' needs a class label; row {row} has none")
+                raise RewardError(f"reward '{kind}' needs a class label; sample {row + 1} of the batch has none")
         return list(self.labels)  # type: ignore[arg-type]
 
 
@@ -87,7 +87,7 @@ def check_scores(kind: str, scores: list[float], expected: int) -> list[float]:
         raise RewardError(f"reward '{kind}' returned {len(scores)} scores for {expected} responses")
     for row, value in enumerate(scores):
         if not math.isfinite(value):
-            raise RewardError(f"reward '{kind}' gave a non-finite score ({value}) for row {row}")
+            raise RewardError(f"reward '{kind}' gave a non-finite score ({value}) for sample {row + 1} of the batch")
     return scores
 
 

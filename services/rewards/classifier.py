@@ -69,7 +69,7 @@ class ClassifierReward(RewardFunction):
         for row, label in enumerate(labels):
             if label not in self._label_index:
                 raise RewardError(
-                    f"reward 'classifier': row {row} has label '{label}', which the classifier does not know "
+                    f"reward 'classifier': sample {row + 1} of the batch has label '{label}', which the classifier does not know "
                     f"(known: {', '.join(self.head.labels)})"
                 )
             targets.append(self._label_index[label])

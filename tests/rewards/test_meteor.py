@@ -37,5 +37,5 @@ def test_rl4lms_compat_gives_running_mean(meteor):
 
 
 def test_missing_reference_names_row(meteor):
-    with pytest.raises(RewardError, match="reward 'meteor' needs a reference response; row 1 has none"):
+    with pytest.raises(RewardError, match="reward 'meteor' needs a reference response; sample 2 of the batch has none"):
         meteor.score(_batch(["a", "b"], ["a", None]))

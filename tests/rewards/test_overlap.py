@@ -58,5 +58,5 @@ def test_rouge_default_is_stemmed_rouge2():
 
 @pytest.mark.parametrize("kind", ["bleu", "sacrebleu", "rouge"])
 def test_missing_reference_names_row(kind):
-    with pytest.raises(RewardError, match=f"reward '{kind}' needs a reference response; row 2 has none"):
+    with pytest.raises(RewardError, match=f"reward '{kind}' needs a reference response; sample 3 of the batch has none"):
         build_reward(kind, {}).score(_batch(["a", "b", "c"], ["a", "b", None]))

@@ -73,7 +73,7 @@ def test_non_finite_scores_raise():
             return [1.0, math.nan]
 
     batch = ScoringBatch(contexts=[["a"], ["b"]], responses=["x", "y"], references=[None, None], labels=[None, None])
-    with pytest.raises(RewardError, match=r"reward 'broken' gave a non-finite score \(nan\) for row 1"):
+    with pytest.raises(RewardError, match=r"reward 'broken' gave a non-finite score \(nan\) for sample 2 of the batch"):
         Broken().score(batch)
     with pytest.raises(RewardError, match="returned 1 scores for 2 responses"):
         check_scores("x", [1.0], 2)

@@ -31,7 +31,7 @@ def test_matches_direct_cosine(similarity):
 
 
 def test_missing_reference_names_row(similarity):
-    with pytest.raises(RewardError, match="reward 'similarity' needs a reference response; row 0 has none"):
+    with pytest.raises(RewardError, match="reward 'similarity' needs a reference response; sample 1 of the batch has none"):
         similarity.score(_batch(["a"], [None]))
 
 

@@ -89,10 +89,10 @@ def test_topic_text_scores_its_topic_highest(small_dir):
 def test_missing_or_unknown_label(small_dir):
     reward = build_reward("classifier", {"model_dir": str(small_dir)})
     batch = ScoringBatch(contexts=[["hi"], ["hi"]], responses=["a", "b"], references=[None, None], labels=["AI", None])
-    with pytest.raises(RewardError, match="reward 'classifier' needs a class label; row 1 has none"):
+    with pytest.raises(RewardError, match="reward 'classifier' needs a class label; sample 2 of the batch has none"):
         reward.score(batch)
     batch = ScoringBatch(contexts=[["hi"]], responses=["a"], references=[None], labels=["cooking"])
-    with pytest.raises(RewardError, match="row 0 has label 'cooking', which the classifier does not know"):
+    with pytest.raises(RewardError, match="sample 1 of the batch has label 'cooking', which the classifier does not know"):
         reward.score(batch)
 
 

@@ -12,6 +12,8 @@ def ray_local():
     """One real local Ray cluster shared by the tests that need it."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+    # address="local": always a fresh private cluster, never one found on the machine (a stale current-cluster
+    # file, another run's head) — ray.init(num_cpus=...) would try to join that and fail
+    ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
     yield ray
     ray.shutdown()

@@ -13,7 +13,7 @@ from tests.faults.fault_rewards import register
 
 if __name__ == "__main__":
     register()
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", runtime_env={
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING", runtime_env={
         "env_vars": {"HF_HUB_OFFLINE": "1"}, "worker_process_setup_hook": "tests.faults.fault_rewards.register"})
     code = main(sys.argv[1:])
     sys.stdout.flush()

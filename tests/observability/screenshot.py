@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=16, help="iterations on the page when it is shot")
     args = parser.parse_args()
 
-    ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+    ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
     root = Path(tempfile.mkdtemp(prefix="crlhf-shot-"))
     # Many more iterations than shown: the run must still be serving its page when the shot is taken.
     run = harness.launch(root, "mu_ppo-smoke", ["preset=smoke", "objective=mu_ppo", "trainer.iterations=1000",

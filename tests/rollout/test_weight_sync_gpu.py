@@ -66,7 +66,7 @@ def test_nccl_broadcast_puts_the_learners_weights_into_the_engine(tmp_path):
         def cpu_state(self) -> dict[str, torch.Tensor]:
             return {k: v.float().cpu() for k, v in self.policy.state_dict().items()}
 
-    ray.init(num_gpus=2, include_dashboard=False)
+    ray.init(address="local", num_gpus=2, include_dashboard=False)
     try:
         sender = Sender.remote()
         engine = RolloutActor.options(num_gpus=1).remote(config, 0)

@@ -1,14 +1,17 @@
-"""Every objective on the embedded task: rewards against thresholds over iterations, one PNG each, and a
-summary table (Markdown) of how well each objective kept its constraints.
+"""Every objective on the embedded task, several seeds each: one plot per objective, a table with mean ± spread
+over seeds, and each paper's claim checked against the numbers.
 
-    python experiments/objective_study.py --out docs/study --iterations 12
-    python experiments/objective_study.py --out /tmp/s --objectives ppo fast_rl --extra preset=smoke
-    python experiments/objective_study.py --out docs/study --reuse       # re-plot and re-tabulate finished runs
+    python experiments/objective_study.py --out docs/study                      # 12 configurations × seeds 0 1 2
+    python experiments/objective_study.py --out /tmp/s --configs ppo l3m --seeds 0 --extra preset=smoke
+    python experiments/objective_study.py --out docs/study --tabulate-only      # re-plot and re-tabulate finished runs
 
-Table columns (over the last 20% of iterations, on the training batches' reward means):
-- xi_ppo: fraction of iterations within ±5% of each threshold;
-- mu_ppo / l3m / ppo_lagrangian: fraction with reward ≥ threshold; all_ppo: fraction ≤ threshold;
-- fast_rl vs ppo: disparity = std across rewards after min–max normalising each reward over all runs.
+Runs go seed-major (every configuration's seed 0, then every seed 1, ...) and completed runs are reused, so an
+interrupted study continues where it stopped and the tables always cover the seeds that finished (`n` says how
+many). The task is the default preset (the product's defaults: LoRA, GRPO, 4 prompts × 4 completions) with three
+rewards and fixed thresholds: METEOR ≥ 0.114 and topic ≥ 0.698 (the default preset's `threshold=auto` values,
+measured on the untrained policy), and a length reward −|words − 6| / 20 ≥ −0.15 (within 3 words of 6; the
+untrained model writes ~13). Every objective reads the thresholds in its own meaning (docs/THRESHOLDS.md):
+lower bounds for most, equality targets for ξ-PPO and NM-PPO's start, caps for All-PPO.
 """
 
 from __future__ import annotations
@@ -18,130 +21,233 @@ import json
 import os
 import statistics
 from pathlib import Path
+from typing import Any
 
-OBJECTIVES = ["ppo", "ppo_sat", "mu_ppo", "xi_ppo", "all_ppo", "fast_rl", "reward_dropout", "ppo_lagrangian", "l3m"]
-# Thresholds near what SmolLM2-135M-Instruct reaches on the chatterbot task (initial METEOR ≈ 0.07,
-# topic probability ≈ 0.6); the paper's 0.23 / 0.48 belong to GPT-2 on DailyDialog.
-THRESHOLDS = {"meteor": 0.09, "topic": 0.65}
-# Sized so that all nine objectives fit in ~20 minutes on 2 CPU cores: 8 episodes of ≤12 tokens per
-# iteration and two whole-episode minibatches; a larger learning rate makes up for the short runs.
-COMPACT = [
-    "rollout.batch_size=8", "rollout.sampling.max_new_tokens=12", "trainer.epochs=1",
-    "trainer.minibatch_unit=sequence", "trainer.minibatch_size=4", "trainer.learning_rate=3e-5", "evaluation.every=0", "checkpoint.every=0", "control.port=0",
+THRESHOLDS = {"meteor": 0.114, "topic": 0.698, "words": -0.15}
+TASK = [
+    "rewards.words.kind=length", "rewards.words.params={target: 6, normalize: 20}",
+    *[f"rewards.{name}.threshold={theta}" for name, theta in THRESHOLDS.items()],
+    "checkpoint.every=0", "control.port=0",
 ]
+# Reward dropout three ways, paper 002's comparison: keep the top 20 % (quantile), a random 20 %, or everything.
+CONFIGS: dict[str, list[str]] = {
+    "ppo": ["objective=ppo"],
+    "ppo_sat": ["objective=ppo_sat"],
+    "mu_ppo": ["objective=mu_ppo"],
+    "xi_ppo": ["objective=xi_ppo"],
+    "all_ppo": ["objective=all_ppo"],
+    "nm_ppo": ["objective=nm_ppo"],
+    "fast_rl": ["objective=fast_rl"],
+    "dropout_quantile": ["objective=reward_dropout", "objective.rule=quantile", "objective.quantile=0.8"],
+    "dropout_random": ["objective=reward_dropout", "objective.rule=random", "objective.quantile=0.8"],
+    "dropout_none": ["objective=reward_dropout", "objective.rule=quantile", "objective.quantile=0.0"],
+    "ppo_lagrangian": ["objective=ppo_lagrangian"],
+    "l3m": ["objective=l3m"],
+}
 
 
-def run(objective: str, iterations: int, root: Path, extra: list[str]) -> list[dict]:
+def seed_overrides(config: list[str], seed: int) -> list[str]:
+    """The seed reaches the prompt order, the sampling and the objective's own draws (where it has any)."""
+    from services.objectives.registry import objective_class
+
+    objective = next(o.split("=", 1)[1] for o in config if o.startswith("objective="))
+    own = ["objective.seed=%d" % seed] if "seed" in objective_class(objective).config_cls.model_fields else []
+    return [f"trainer.seed={seed}", f"data.seed={seed}", *own]
+
+
+def run_dir(out: Path, name: str, seed: int) -> Path:
+    return out / "runs" / name / f"seed{seed}"
+
+
+def finished(path: Path, iterations: int) -> bool:
+    metrics = path / "metrics.jsonl"
+    return metrics.exists() and len(metrics.read_text().splitlines()) >= iterations and (path / "final").exists()
+
+
+def train(name: str, seed: int, iterations: int, out: Path, extra: list[str]) -> None:
     from services.launch import main
 
-    args = [f"objective={objective}", f"trainer.iterations={iterations}", *COMPACT, *extra,
-            *[f"rewards.{k}.threshold={v}" for k, v in THRESHOLDS.items()], f"run.root={root}", f"run.name={objective}"]
+    path = run_dir(out, name, seed)
+    args = [*CONFIGS[name], *TASK, *seed_overrides(CONFIGS[name], seed), f"trainer.iterations={iterations}", *extra,
+            f"run.root={path.parent}", f"run.name={path.name}"]
+    if path.exists():  # an interrupted run: start it again from scratch, the seeds make it the same run
+        import shutil
+
+        shutil.rmtree(path)
     if main(args) != 0:
-        raise SystemExit(f"{objective} failed; see {root / objective / 'train.log'}")
-    return [json.loads(line) for line in (root / objective / "metrics.jsonl").read_text().splitlines()]
+        raise SystemExit(f"{name} seed {seed} failed; see {path / 'train.log'}")
 
 
-def plot(objective: str, records: list[dict], path: Path) -> None:
+def load(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def mean_spread(values: list[float], digits: int = 3) -> str:
+    """'m ± s' over seeds: s is the sample standard deviation (0 for one seed)."""
+    if not values:
+        return "—"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.{digits}f} ± {spread:.{digits}f}"
+
+
+def last_quarter(records: list[dict[str, Any]], key: str) -> float:
+    tail = records[-max(1, len(records) // 4):]
+    return statistics.fmean(r[key] for r in tail if isinstance(r.get(key), (int, float)))
+
+
+def first_quarter(records: list[dict[str, Any]], key: str) -> float:
+    head = records[: max(1, len(records) // 4)]
+    return statistics.fmean(r[key] for r in head if isinstance(r.get(key), (int, float)))
+
+
+def final_eval(records: list[dict[str, Any]]) -> float | None:
+    scores = [r["eval/score"] for r in records if isinstance(r.get("eval/score"), (int, float))]
+    return scores[-1] if scores else None
+
+
+def plot(name: str, runs: dict[int, list[dict[str, Any]]], path: Path) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 3.2))
-    axes = fig.subplots(1, len(THRESHOLDS))
-    its = [r["iteration"] for r in records]
-    for ax, name in zip(axes, THRESHOLDS):
-        values = [r[f"reward/{name}"] for r in records]
-        ax.plot(its, values, alpha=0.45, label=f"{name} (batch mean)")
-        ax.plot(its, moving_average(values, 3), label="3-iteration mean")
-        thresholds = [r.get(f"threshold/{name}") for r in records]
-        if all(t is not None for t in thresholds):
-            ax.plot(its, thresholds, "--", color="grey", label="threshold")
-        ax.set_xlabel("iteration")
-        ax.set_title(name)
-        ax.legend(fontsize=7)
-    fig.suptitle(objective)
+    fig = Figure(figsize=(10, 3.0))
+    axes = fig.subplots(1, len(THRESHOLDS) + 1)
+    for ax, reward in zip(axes, THRESHOLDS):
+        for seed, records in runs.items():
+            ax.plot([r["iteration"] for r in records], [r[f"reward/{reward}"] for r in records], alpha=0.35, lw=1,
+                    label=f"seed {seed}")
+        ax.plot(*seed_mean(runs, f"reward/{reward}"), color="black", lw=2, label="mean over seeds")
+        ax.plot(*seed_mean(runs, f"threshold/{reward}"), "--", color="grey", label="θ")
+        ax.set_title(reward, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+    kl = axes[-1]
+    for seed, records in runs.items():
+        kl.plot([r["iteration"] for r in records], [r.get("kl", float("nan")) for r in records], alpha=0.6, lw=1)
+    kl.set_title("KL to the untrained policy (nats/token)", fontsize=9)
+    kl.set_xlabel("iteration", fontsize=8)
+    axes[0].legend(fontsize=6)
+    fig.suptitle(f"{name} — batch means of 16 completions, {len(runs)} seed(s)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
 
-def moving_average(values: list[float], window: int) -> list[float]:
-    """Trailing mean over up to `window` points: batch means of 8 episodes are too noisy to read alone."""
-    return [statistics.mean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+def seed_mean(runs: dict[int, list[dict[str, Any]]], key: str) -> tuple[list[int], list[float]]:
+    length = min(len(r) for r in runs.values())
+    xs = list(range(length))
+    ys = []
+    for i in xs:
+        values = [records[i][key] for records in runs.values() if isinstance(records[i].get(key), (int, float))]
+        ys.append(statistics.fmean(values) if values else float("nan"))
+    return xs, ys
 
 
-def tail(records: list[dict]) -> list[dict]:
-    return records[-max(1, len(records) // 5):]
+def tabulate(out: Path, all_runs: dict[str, dict[int, list[dict[str, Any]]]]) -> str:
+    from services.run.report import summarise
 
-
-def constraint_cell(objective: str, records: list[dict]) -> str:
-    last = tail(records)
-    cells = []
-    for name, theta in THRESHOLDS.items():
-        values = [r[f"reward/{name}"] for r in last]
-        if objective == "xi_ppo":
-            frac = sum(abs(v - theta) <= 0.05 * theta for v in values) / len(values)
-            cells.append(f"{name}: {frac:.0%} within ±5%")
-        elif objective == "all_ppo":
-            cells.append(f"{name}: {sum(v <= theta for v in values) / len(values):.0%} ≤ θ")
-        else:
-            cells.append(f"{name}: {sum(v >= theta for v in values) / len(values):.0%} ≥ θ")
-    return "; ".join(cells)
-
-
-def learned_cell(record: dict) -> str:
-    """The objective's learned state at the last iteration: Lagrange multipliers, mixing weights, µ."""
-    learned = {k: v for k, v in record.items() if k.split("/")[0] in ("multiplier", "weight") or k == "mu"}
-    return ", ".join(f"{k} {v:.3g}" for k, v in sorted(learned.items())) or "—"
-
-
-def disparity(records: list[dict], lo: dict[str, float], hi: dict[str, float]) -> float:
-    per_iteration = [
-        statistics.pstdev([(r[f"reward/{n}"] - lo[n]) / ((hi[n] - lo[n]) or 1.0) for n in THRESHOLDS]) for r in tail(records)
+    lines = [
+        "| configuration | n | " + " | ".join(f"{r}: first → last quarter (θ)" for r in THRESHOLDS)
+        + " | constraints satisfied over the last quarter (seeds) | final KL | final eval_score | final multipliers / weights |",
+        "|---|---:|" + "---|" * len(THRESHOLDS) + "---|---:|---:|---|",
     ]
-    return statistics.mean(per_iteration)
+    for name, runs in all_runs.items():
+        seeds = sorted(runs)
+        cells = []
+        for reward in THRESHOLDS:
+            start = [first_quarter(runs[s], f"reward/{reward}") for s in seeds]
+            end = [last_quarter(runs[s], f"reward/{reward}") for s in seeds]
+            cells.append(f"{mean_spread(start)} → {mean_spread(end)} ({THRESHOLDS[reward]:g})")
+        summaries = {s: summarise(run_dir(out, name, s)) for s in seeds}
+        satisfied = []
+        for reward in THRESHOLDS:
+            verdicts = [row.satisfied for s in seeds for row in summaries[s] if row.name == reward]
+            if any(v is not None for v in verdicts):
+                direction = next(row.direction for row in summaries[seeds[0]] if row.name == reward)
+                satisfied.append(f"{reward} {direction} {sum(v is True for v in verdicts)}/{len(verdicts)}")
+        kl = [runs[s][-1]["kl"] for s in seeds if isinstance(runs[s][-1].get("kl"), (int, float))]
+        evals = [e for s in seeds if (e := final_eval(runs[s])) is not None]
+        learned = sorted({k for s in seeds for k in runs[s][-1] if k.split("/")[0] in ("multiplier", "weight")})
+        learned_cell = ", ".join(f"{k} {statistics.fmean(runs[s][-1][k] for s in seeds if k in runs[s][-1]):.3g}" for k in learned)
+        lines.append(
+            f"| {name} | {len(seeds)} | " + " | ".join(cells) + f" | {'; '.join(satisfied) or '— (no constraints)'} "
+            f"| {mean_spread(kl, 3)} | {mean_spread(evals, 2)} | {learned_cell or '—'} |"
+        )
+    return "\n".join(lines)
+
+
+def claims(all_runs: dict[str, dict[int, list[dict[str, Any]]]]) -> str:
+    """Each paper's claim as a number from these runs; the verdicts are for a reader, the numbers are the result."""
+
+    def end(name: str, reward: str) -> list[float]:
+        return [last_quarter(records, f"reward/{reward}") for records in all_runs.get(name, {}).values()]
+
+    lines = []
+    if "xi_ppo" in all_runs:
+        gaps = {r: mean_spread([abs(v - t) / abs(t) for v in end("xi_ppo", r)], 2) for r, t in THRESHOLDS.items()}
+        lines.append("- ξ-PPO tracks its thresholds (|end − θ| / |θ|, last quarter): " + ", ".join(f"{r} {g}" for r, g in gaps.items()))
+    if "mu_ppo" in all_runs:
+        lines.append("- μ-PPO ends at or above its thresholds (last quarter): " + ", ".join(
+            f"{r} {mean_spread(end('mu_ppo', r))} vs θ {t:g}" for r, t in THRESHOLDS.items()))
+    if "all_ppo" in all_runs and "ppo" in all_runs:
+        kl = {n: [rec[-1]["kl"] for rec in all_runs[n].values()] for n in ("all_ppo", "ppo")}
+        lines.append(f"- All-PPO keeps KL in budget: final KL {mean_spread(kl['all_ppo'])} vs fixed-weight PPO {mean_spread(kl['ppo'])}")
+    if "fast_rl" in all_runs and "ppo" in all_runs:
+        lines.append("- Fast RL keeps the rewards balanced (disparity: std across rewards of each reward's last-quarter "
+                     "distance to θ relative to |θ|): fast_rl " + mean_spread(disparities(all_runs["fast_rl"]))
+                     + ", fixed-weight ppo " + mean_spread(disparities(all_runs["ppo"])))
+    drop = [n for n in ("dropout_quantile", "dropout_random", "dropout_none") if n in all_runs]
+    if drop:
+        lines.append("- Reward dropout, last-quarter means (METEOR, topic, words): " + "; ".join(
+            f"{n.removeprefix('dropout_')} " + ", ".join(f"{statistics.fmean(end(n, r)):.3f}" for r in THRESHOLDS) for n in drop))
+    if "l3m" in all_runs:
+        lines.append(f"- L3M meets its length bound: words {mean_spread(end('l3m', 'words'))} vs θ {THRESHOLDS['words']:g}")
+    if "nm_ppo" in all_runs:
+        scores = {n: [e for rec in all_runs[n].values() if (e := final_eval(rec)) is not None] for n in ("nm_ppo", "xi_ppo", "ppo")
+                  if n in all_runs}
+        lines.append("- NM-PPO's final eval_score vs fixed thresholds: " + ", ".join(f"{n} {mean_spread(v, 2)}" for n, v in scores.items()))
+    return "\n".join(lines)
+
+
+def disparities(runs: dict[int, list[dict[str, Any]]]) -> list[float]:
+    return [statistics.pstdev([(last_quarter(rec, f"reward/{r}") - t) / abs(t) for r, t in THRESHOLDS.items()]) for rec in runs.values()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--iterations", type=int, default=12)
-    parser.add_argument("--objectives", nargs="*", default=OBJECTIVES)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
-    parser.add_argument("--reuse", action="store_true", help="reuse runs under OUT/runs that completed all iterations")
+    parser.add_argument("--tabulate-only", action="store_true", help="train nothing; tabulate the finished runs")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for objective in args.objectives:
-        done = args.out / "runs" / objective / "metrics.jsonl"
-        if args.reuse and done.exists() and len(records := [json.loads(x) for x in done.read_text().splitlines()]) == args.iterations:
-            results[objective] = records
-        else:
-            if not ray.is_initialized():  # only when something has to run (--reuse may need none)
-                ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
-            results[objective] = run(objective, args.iterations, args.out / "runs", args.extra)
-        plot(objective, results[objective], args.out / f"{objective}.png")
-    if ray.is_initialized():
-        ray.shutdown()
+    if not args.tabulate_only:
+        import ray
 
-    every = [r for recs in results.values() for r in recs]
-    lo = {n: min(r[f"reward/{n}"] for r in every) for n in THRESHOLDS}
-    hi = {n: max(r[f"reward/{n}"] for r in every) for n in THRESHOLDS}
-    lines = [
-        "| objective | first → last-20% reward means | constraints (last 20%) | disparity (last 20%) | final KL | final multipliers / weights |",
-        "|---|---|---|---|---|---|",
-    ]
-    for objective, recs in results.items():
-        first, last = recs[0], recs[-1]
-        means = ", ".join(f"{n} {first[f'reward/{n}']:.3f} → {statistics.mean(r[f'reward/{n}'] for r in tail(recs)):.3f}" for n in THRESHOLDS)
-        lines.append(
-            f"| {objective} | {means} | {constraint_cell(objective, recs)} | {disparity(recs, lo, hi):.3f} | {last.get('kl', float('nan')):.4f} "
-            f"| {learned_cell(last)} |"
-        )
-    table = "\n".join(lines)
-    (args.out / "table.md").write_text(table + "\n")
-    print(table)
+        for seed in args.seeds:
+            for name in args.configs:
+                if finished(run_dir(args.out, name, seed), args.iterations):
+                    continue
+                if not ray.is_initialized():  # one cluster for the whole study
+                    ray.init(address="local", num_cpus=4, include_dashboard=False,
+                             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+                train(name, seed, args.iterations, args.out, args.extra)
+                report(args)
+        if ray.is_initialized():
+            ray.shutdown()
+    print(report(args))
+
+
+def report(args: argparse.Namespace) -> str:
+    all_runs: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for name in args.configs:
+        runs = {s: load(run_dir(args.out, name, s)) for s in args.seeds if finished(run_dir(args.out, name, s), args.iterations)}
+        if runs:
+            all_runs[name] = runs
+            plot(name, runs, args.out / f"{name}.png")
+    text = tabulate(args.out, all_runs) + "\n\n" + claims(all_runs) + "\n"
+    (args.out / "table.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trainer.minibatch_unit": "sequence",
         "trainer.minibatch_size": 8,
         "trainer.learning_rate": 2e-4,  # LoRA adapters start at ΔW = 0 and need a far larger step than full weights
+        # Rollout engines and reward models in bf16 (the learner keeps float32 weights and AdamW state): on a CPU
+        # with AVX512-BF16/AMX this halves the weight sync and speeds vLLM's decoding (docs/BENCHMARKS.md). A CPU
+        # without them emulates bf16: the rollout actor warns, and model.dtype=float32 is the faster choice there.
+        "model.dtype": "bfloat16",
         "evaluation.max_examples": 64,
         # Thresholds this model can reach: measured on held-out data before the first update, θ 25 % beyond the
         # untrained policy (the paper's 0.23 / 0.48 belong to its GPT-2 on DailyDialog; METEOR starts at ~0.09 here).

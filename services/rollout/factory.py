@@ -131,11 +131,14 @@ def make_backend(config: RootConfig, model_path: str | None = None) -> Generatio
 
 def build_backend(config: RootConfig, model_path: str | None = None) -> tuple[GenerationBackend, BackendChoice]:
     """`make_backend`, also returning the choice (the rollout actor reports it to the driver's log)."""
-    from services.models.loading import load_causal_lm, load_tokenizer, pick_device, pick_dtype, resolve_model_path
+    from services.models.loading import load_causal_lm, load_tokenizer, native_bf16, pick_device, pick_dtype, resolve_model_path
 
     path = model_path or resolve_model_path(config.model.name_or_path)
     device = pick_device()
     dtype = pick_dtype(config.model.dtype, device)
+    if dtype == torch.bfloat16 and not native_bf16(device):
+        log.warning("model.dtype=bfloat16 on %s, which has no native bfloat16 (AVX512-BF16/AMX or a bf16 GPU): "
+                    "generation is emulated and slow; model.dtype=float32 is likely faster here", device)
     choice = choose_backend(config, path)
     if choice.name == "vllm":
         from services.rollout.vllm import VLLMBackend

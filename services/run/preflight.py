@@ -34,26 +34,14 @@ class PreflightError(ValueError):
 
 def check_rewards(config: RootConfig, examples: Sequence[DialogueExample]) -> None:
     """PreflightError for the first reward the data or the disk cannot serve."""
-    data = config.data
     for name, reward in config.rewards.items():
         drop = f"set rewards.{name}=null to train without it"
         if reward.kind in NEEDS_LABEL:
-            missing = next((i for i, ex in enumerate(examples) if ex.label is None), None)
-            if missing is not None:
-                gives = "data.label_column=null gives none" if data.label_column is None else f"example {missing + 1} has none"
-                raise PreflightError(
-                    f"reward '{name}' ({reward.kind}) scores each response against the row's class label, and "
-                    f"{data.source}'s {gives}: {drop}, or set data.label_column=COLUMN (the column of class labels)"
-                )
+            _require_field(config, name, examples, "label", "scores each response against the row's class label",
+                           "COLUMN (the column of class labels)")
             _check_known_labels(name, reward.params, {ex.label for ex in examples})
         if reward.kind in NEEDS_REFERENCE:
-            missing = next((i for i, ex in enumerate(examples) if ex.reference is None), None)
-            if missing is not None:
-                gives = "data.reference_column=null gives none" if data.reference_column is None else f"example {missing + 1} has none"
-                raise PreflightError(
-                    f"reward '{name}' ({reward.kind}) compares each response with the row's reference, and "
-                    f"{data.source}'s {gives}: {drop}, or set data.reference_column=COLUMN"
-                )
+            _require_field(config, name, examples, "reference", "compares each response with the row's reference", "COLUMN")
         for key in MODEL_PARAMS.get(reward.kind, ()):
             value = reward.params.get(key)
             if value is None or (reward.kind == "hf_model" and not looks_like_path(str(value))):
@@ -63,6 +51,19 @@ def check_rewards(config: RootConfig, examples: Sequence[DialogueExample]) -> No
                     f"reward '{name}' ({reward.kind}): rewards.{name}.params.{key}={value} is not a directory on this "
                     f"machine: give the model's directory (on every node that runs reward actors), or {drop}"
                 )
+
+
+def _require_field(config: RootConfig, name: str, examples: Sequence[DialogueExample], field: str, what: str, column: str) -> None:
+    """PreflightError when an example has no `field` (label or reference), naming data.<field>_column and the fixes."""
+    missing = next((i for i, ex in enumerate(examples) if getattr(ex, field) is None), None)
+    if missing is None:
+        return
+    key = f"data.{field}_column"
+    gives = f"{key}=null gives none" if getattr(config.data, f"{field}_column") is None else f"example {missing + 1} has none"
+    raise PreflightError(
+        f"reward '{name}' ({config.rewards[name].kind}) {what}, and {config.data.source}'s {gives}: "
+        f"set rewards.{name}=null to train without it, or set {key}={column}"
+    )
 
 
 def looks_like_path(value: str) -> bool:

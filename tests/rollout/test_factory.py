@@ -123,3 +123,22 @@ def test_without_vllm_auto_uses_hf_and_vllm_says_how_to_install_it(smollm2_path)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["auto"] == ["hf", "auto: vLLM is not installed; " + out["auto"][1].split("; ", 1)[1]]
     assert out["vllm"].startswith("rollout.backend=vllm, but vLLM is not installed; install vLLM's CPU build")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_engines_warn_only_where_the_cpu_emulates_bfloat16(tiny_path, monkeypatch, caplog, native):
+    # The capability is patched: this machine has AVX512-BF16, so the emulated case cannot happen for real here.
+    import services.models.loading as loading
+    from services.rollout.factory import build_backend
+
+    monkeypatch.setattr(loading, "native_bf16", lambda device: native)
+    config = RootConfig.model_validate({"model": {"name_or_path": tiny_path, "dtype": "bfloat16"}, "rollout": {"backend": "hf"}})
+    with caplog.at_level("WARNING", logger="services.rollout.factory"):
+        backend, _ = build_backend(config, tiny_path)
+    import torch
+
+    assert next(backend.model.parameters()).dtype == torch.bfloat16  # the setting is honoured either way
+    emulated = [r.getMessage() for r in caplog.records if "no native bfloat16" in r.getMessage()]
+    assert bool(emulated) is (not native)
+    if emulated:
+        assert "model.dtype=float32" in emulated[0]

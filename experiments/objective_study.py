@@ -212,6 +212,37 @@ def claims(all_runs: dict[str, dict[int, list[dict[str, Any]]]]) -> str:
     return "\n".join(lines)
 
 
+def stability(all_runs: dict[str, dict[int, list[dict[str, Any]]]]) -> str:
+    """Every learned coefficient's start and end over the seeds, flagged where it collapsed to ~0 or sits at a
+    bound of its squashing (sigmoid multipliers in (0, 1), tanh in (−1, 1), Fast RL's weights on the simplex)."""
+    lines = ["| configuration | coefficient | first iteration | last iteration (min – max over seeds) | verdict |",
+             "|---|---|---:|---:|---|"]
+    for name, runs in all_runs.items():
+        keys = sorted({k for rec in runs.values() for k in rec[-1] if k.split("/")[0] in ("multiplier", "weight") or k == "kl_coef"})
+        for key in keys:
+            starts = [rec[0][key] for rec in runs.values() if isinstance(rec[0].get(key), (int, float))]
+            ends = [rec[-1][key] for rec in runs.values() if isinstance(rec[-1].get(key), (int, float))]
+            if not starts or not ends:
+                continue
+            lines.append(f"| {name} | {key} | {statistics.fmean(starts):.3g} | {min(ends):.3g} – {max(ends):.3g} | {verdict(name, key, starts, ends)} |")
+    return "\n".join(lines)
+
+
+def verdict(name: str, key: str, starts: list[float], ends: list[float]) -> str:
+    if name == "l3m":
+        return "barrier weight (unbounded by design, §10)"
+    if name == "ppo_lagrangian" and key.startswith("multiplier/") and max(ends) >= 0.99 * 5.0:
+        return "at λ_max (5, the default clamp)"
+    bounded = {"mu_ppo": (0.0, 1.0), "all_ppo": (0.0, 1.0), "xi_ppo": (-1.0, 1.0), "nm_ppo": (-1.0, 1.0), "fast_rl": (0.0, 1.0)}
+    low, high = bounded.get(name, (None, None)) if key != "kl_coef" and not key.startswith("weight/kl") else (None, None)
+    if low is not None and (max(ends) > high - 0.01 or min(ends) < low + 0.01 and low == 0.0):
+        return "at a bound"
+    if max(abs(e) for e in ends) < 0.01 * max(abs(s) for s in starts):
+        return "collapsed to ~0"
+    change = statistics.fmean(ends) - statistics.fmean(starts)
+    return f"moving ({change:+.3g})" if abs(change) > 0.01 * max(abs(statistics.fmean(starts)), 1e-9) else "flat (< 1 % change)"
+
+
 def disparities(runs: dict[int, list[dict[str, Any]]]) -> list[float]:
     return [statistics.pstdev([(last_quarter(rec, f"reward/{r}") - t) / abs(t) for r, t in THRESHOLDS.items()]) for rec in runs.values()]
 
@@ -252,7 +283,7 @@ def report(args: argparse.Namespace) -> str:
         if runs:
             all_runs[name] = runs
             plot(name, runs, args.out / f"{name}.png")
-    text = tabulate(args.out, all_runs) + "\n\n" + claims(all_runs) + "\n"
+    text = tabulate(args.out, all_runs) + "\n\n" + claims(all_runs) + "\n\n" + stability(all_runs) + "\n"
     (args.out / "table.md").write_text(text)
     return text
 

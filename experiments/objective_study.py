@@ -98,13 +98,15 @@ def mean_spread(values: list[float], digits: int = 3) -> str:
 
 
 def last_quarter(records: list[dict[str, Any]], key: str) -> float:
-    tail = records[-max(1, len(records) // 4):]
-    return statistics.fmean(r[key] for r in tail if isinstance(r.get(key), (int, float)))
+    from services.run.report import finite_mean, quarter
+
+    return finite_mean(quarter(records, last=True), key)
 
 
 def first_quarter(records: list[dict[str, Any]], key: str) -> float:
-    head = records[: max(1, len(records) // 4)]
-    return statistics.fmean(r[key] for r in head if isinstance(r.get(key), (int, float)))
+    from services.run.report import finite_mean, quarter
+
+    return finite_mean(quarter(records, last=False), key)
 
 
 def final_eval(records: list[dict[str, Any]]) -> float | None:

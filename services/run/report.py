@@ -47,12 +47,12 @@ def reward_names(records: list[dict[str, Any]]) -> list[str]:
     return [k.split("/", 1)[1] for k in records[0] if k.startswith("reward/")] if records else []
 
 
-def _quarter(records: list[dict[str, Any]], last: bool) -> list[dict[str, Any]]:
+def quarter(records: list[dict[str, Any]], last: bool) -> list[dict[str, Any]]:
     n = max(1, len(records) // 4)
     return records[-n:] if last else records[:n]
 
 
-def _mean(records: list[dict[str, Any]], key: str) -> float | None:
+def finite_mean(records: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
     return statistics.fmean(values) if values else None
 
@@ -75,7 +75,7 @@ def summarise(run_dir: Path) -> list[RewardSummary]:
     records = load_records(run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
     directions = {n: (r or {}).get("direction") for n, r in (config.get("rewards") or {}).items()}
-    first, last = _quarter(records, last=False), _quarter(records, last=True)
+    first, last = quarter(records, last=False), quarter(records, last=True)
     out = []
     for name in reward_names(records):
         threshold = records[-1].get(f"threshold/{name}")
@@ -83,12 +83,12 @@ def summarise(run_dir: Path) -> list[RewardSummary]:
         direction = (directions.get(name) or _own_direction(config)) if constrained else None
         out.append(RewardSummary(
             name=name,
-            start=_mean(first, f"reward/{name}") or 0.0,
-            end=_mean(last, f"reward/{name}") or 0.0,
+            start=finite_mean(first, f"reward/{name}") or 0.0,
+            end=finite_mean(last, f"reward/{name}") or 0.0,
             threshold=threshold if constrained else None,
             direction=direction,
-            satisfied=_holds(_mean(last, f"reward/{name}"), threshold, direction) if constrained else None,
-            violated_at_start=(not _holds(_mean(first, f"reward/{name}"), _mean(first, f"threshold/{name}"), direction))
+            satisfied=_holds(finite_mean(last, f"reward/{name}"), threshold, direction) if constrained else None,
+            violated_at_start=(not _holds(finite_mean(first, f"reward/{name}"), finite_mean(first, f"threshold/{name}"), direction))
             if constrained else None,
             held=_held(last, name, direction) if constrained else None,
             multiplier=records[-1].get(f"multiplier/{name}"),
@@ -123,7 +123,7 @@ def table(run_dir: Path, rows: list[RewardSummary]) -> Any:
         cells = [r.name, _fmt(r.start), _fmt(r.end), _fmt(r.threshold), r.direction or "—", verdict, held]
         cells += [_fmt(r.multiplier)] * ("λ" in columns) + [_fmt(r.weight)] * ("weight" in columns)
         t.add_row(*cells)
-    kl = _mean(_quarter(records, last=True), "kl")
+    kl = finite_mean(quarter(records, last=True), "kl")
     if kl is not None:
         t.caption = f"KL (last quarter, nats/token): {kl:.4f}" + (
             f"   eval score: {records[-1]['eval/score']:.4f}" if "eval/score" in records[-1] else "")

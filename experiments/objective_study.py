@@ -65,9 +65,26 @@ def run_dir(out: Path, name: str, seed: int) -> Path:
     return out / "runs" / name / f"seed{seed}"
 
 
+# What a finished run keeps: enough to tabulate, plot and audit it (the resolved config, every iteration's metrics,
+# the threshold audit, the log and the run's own report), small enough to commit under docs/study/runs/. The
+# exported model and checkpoints (~300 MB a run) are deleted once the run has ended.
+KEPT = {"metrics.jsonl", "config.yaml", "audit.jsonl", "report.png", "summary.txt", "train.log"}
+DONE = "study-done.json"
+
+
 def finished(path: Path, iterations: int) -> bool:
     metrics = path / "metrics.jsonl"
-    return metrics.exists() and len(metrics.read_text().splitlines()) >= iterations and (path / "final").exists()
+    return metrics.exists() and len(metrics.read_text().splitlines()) >= iterations and (path / DONE).exists()
+
+
+def prune(path: Path, iterations: int) -> None:
+    """Drop everything but KEPT and mark the run finished (the marker replaces `final/` as the proof it ended)."""
+    import shutil
+
+    for child in path.iterdir():
+        if child.name not in KEPT:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    (path / DONE).write_text(json.dumps({"iterations": iterations}) + "\n")
 
 
 def train(name: str, seed: int, iterations: int, out: Path, extra: list[str]) -> None:
@@ -83,6 +100,9 @@ def train(name: str, seed: int, iterations: int, out: Path, extra: list[str]) ->
         shutil.rmtree(path)
     if main(args) != 0:
         raise SystemExit(f"{name} seed {seed} failed; see {path / 'train.log'}")
+    if not (path / "final").exists():
+        raise SystemExit(f"{name} seed {seed} ended without exporting final/; see {path / 'train.log'}")
+    prune(path, iterations)
 
 
 def load(path: Path) -> list[dict[str, Any]]:

@@ -90,10 +90,12 @@ def connect_ray(address: str | None, needed_cpus: float, log_file: Path | None =
     import ray
 
     from services.actors.common import LOG_FILE_ENV
+    from services.run.console import route_ray_logs
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if ray.is_initialized():  # embedding callers (tests, notebooks) may have connected already
         return
+    route_ray_logs()
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     if log_file is not None:  # actors send their library logs there (services/run/console.py)
         env[LOG_FILE_ENV] = str(log_file.resolve())

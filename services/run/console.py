@@ -51,6 +51,18 @@ def console_logging() -> None:
     logging.captureWarnings(True)  # warnings.warn → the "py.warnings" logger → train.log only
 
 
+def route_ray_logs() -> None:
+    """Ray's driver-side logger writes to stderr through its own handler and does not propagate (set up when
+    `ray` is imported); send its records through the root logger instead, so its INFO and warnings (the
+    token-authentication notice of every new local cluster, for one) reach train.log and only its errors the
+    terminal. Call after `import ray` and before `ray.init`."""
+    ray_logger = logging.getLogger("ray")
+    for handler in list(ray_logger.handlers):
+        if type(handler).__module__.startswith("ray."):
+            ray_logger.removeHandler(handler)
+    ray_logger.propagate = True
+
+
 def run_log(run_dir: Path) -> Callable[[], None]:
     """Send every log record of this process to `<run dir>/train.log`; returns the undo (so two runs in one
     process never write into each other's log)."""

@@ -15,14 +15,17 @@ import pytest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARY_NOISE = ("absl", "Using default tokenizer", "worker.py", "UserWarning", "vllm", "chatterbot trivia")
+LIBRARY_NOISE = ("absl", "Using default tokenizer", "worker.py", "UserWarning", "vllm", "chatterbot trivia", "Token authentication")
 
 
 def test_terminal_is_clean_and_the_run_ends_with_its_summary(tmp_path):
     # A private Ray temp dir (short: Ray's socket paths must fit 107 bytes) with no current-cluster file, so
     # the launcher starts its own local cluster as on a fresh machine.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
+    # RAY_AUTH_MODE unset, as in a user's shell: Ray then warns about token authentication, and that warning
+    # belongs in train.log too.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_MODE", None)
     done = subprocess.run(
         [sys.executable, "-m", "services.launch", "objective=mu_ppo", "preset=smoke", "trainer.iterations=3",
          "control.port=0", f"run.root={tmp_path}", "run.name=r"],
@@ -35,6 +38,7 @@ def test_terminal_is_clean_and_the_run_ends_with_its_summary(tmp_path):
     run = tmp_path / "r"
     log = (run / "train.log").read_text()
     assert "Using default tokenizer" in log  # absl's INFO line (rouge) reached the log, not the terminal
+    assert "Token authentication is enabled" in log  # Ray's driver-side warning, too
     assert "it    2 |" in log  # the per-iteration lines are in the log
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # last quarter = iteration 2; the table prints 4 significant digits

@@ -146,10 +146,28 @@ def test_fast_rl_rejects_bias_for_unknown_reward() -> None:
 
 def _p_fair(step_size: float) -> tuple[float, np.ndarray]:
     arms = np.array([[1.0, 0.0], [0.45, 0.45]])  # A: high disparity, B: fair
-    obj = make_objective("fast_rl", {"r1": {}, "r2": {}}, step_size=step_size, kl_coef=0.0, normalize_advantage=False)
+    obj = make_objective(
+        "fast_rl", {"r1": {}, "r2": {}}, step_size=step_size, kl_coef=0.0, normalize_advantage=False, max_weight_ratio=None
+    )
     policy = SoftmaxPolicy(2)
     run(obj, policy, arms, seed=0, iterations=500, batch=64, lr=0.5)
     return float(policy.probs[1]), obj.mixture.numpy()
+
+
+def test_fast_rl_weight_ratio_cap_keeps_every_reward_in_play_and_lets_it_recover() -> None:
+    capped = make_objective("fast_rl", {"a": {}, "b": {}, "c": {}})  # default: w_max / w_min ≤ 10
+    uncapped = make_objective("fast_rl", {"a": {}, "b": {}, "c": {}}, max_weight_ratio=None)
+    lagging = torch.tensor([[-0.4, 0.1, 0.7]])  # reward a stays worst, as an offset length reward does
+    for _ in range(12):
+        capped.update_weights(lagging)
+        uncapped.update_weights(lagging)
+    assert float(uncapped.mixture[0]) > 0.99  # Eq. (4): one-hot on the worst reward
+    w = capped.mixture
+    assert float(w.max() / w.min()) == pytest.approx(10.0, rel=1e-5)
+    assert float(w[1]) > 0.05 and float(w[2]) > 0.05
+    for _ in range(3):  # a stops being worst: within a few updates it no longer holds the most weight
+        capped.update_weights(torch.tensor([[0.9, 0.1, 0.7]]))
+    assert int(capped.mixture.argmax()) == 1
 
 
 def test_fast_rl_bandit_mirror_descent_picks_fair_arm() -> None:

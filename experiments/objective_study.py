@@ -66,9 +66,10 @@ def run_dir(out: Path, name: str, seed: int) -> Path:
 
 
 # What a finished run keeps: enough to tabulate, plot and audit it (the resolved config, every iteration's metrics,
-# the threshold audit, the log and the run's own report), small enough to commit under docs/study/runs/. The
-# exported model and checkpoints (~300 MB a run) are deleted once the run has ended.
-KEPT = {"metrics.jsonl", "config.yaml", "audit.jsonl", "report.png", "summary.txt", "train.log"}
+# the threshold audit, the final evaluation), ~25 kB, small enough to commit under docs/study/runs/. The exported
+# model and checkpoints (~380 MB a run), train.log (~180 kB) and the run's own report.png are deleted once the run
+# has ended (`crlhf report RUN_DIR` redraws the report from what is kept).
+KEPT = {"metrics.jsonl", "config.yaml", "audit.jsonl", "final_eval.json"}
 DONE = "study-done.json"
 
 
@@ -247,6 +248,13 @@ def stability(all_runs: dict[str, dict[int, list[dict[str, Any]]]]) -> str:
             if not starts or not ends:
                 continue
             lines.append(f"| {name} | {key} | {statistics.fmean(starts):.3g} | {min(ends):.3g} – {max(ends):.3g} | {verdict(name, key, starts, ends)} |")
+        if name == "fast_rl":  # the default caps w_max / w_min (docs/ALGORITHMS.md §8, step 6)
+            ratios = {which: [max(ws) / min(ws) for rec in runs.values()
+                              if (ws := [v for k, v in rec[which].items() if k.startswith("weight/")])] for which in (0, -1)}
+            if ratios[0] and ratios[-1]:
+                cap = max(ratios[-1]) >= 0.99 * 10.0
+                lines.append(f"| {name} | w_max / w_min | {statistics.fmean(ratios[0]):.3g} | {min(ratios[-1]):.3g} – "
+                             f"{max(ratios[-1]):.3g} | {'at the cap (10, the default)' if cap else 'inside the cap (10)'} |")
     return "\n".join(lines)
 
 

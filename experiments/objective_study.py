@@ -1,7 +1,7 @@
 """Every objective on the embedded task, several seeds each: one plot per objective, a table with mean ± spread
 over seeds, and each paper's claim checked against the numbers.
 
-    python experiments/objective_study.py --out docs/study                      # 12 configurations × seeds 0 1 2
+    python experiments/objective_study.py --out docs/study                      # 13 configurations × seeds 0 1 2
     python experiments/objective_study.py --out /tmp/s --configs ppo l3m --seeds 0 --extra preset=smoke
     python experiments/objective_study.py --out docs/study --tabulate-only      # re-plot and re-tabulate finished runs
 
@@ -11,7 +11,9 @@ many). The task is the default preset (the product's defaults: LoRA, GRPO, 4 pro
 rewards and fixed thresholds: METEOR ≥ 0.114 and topic ≥ 0.698 (the default preset's `threshold=auto` values,
 measured on the untrained policy), and a length reward −|words − 6| / 20 ≥ −0.15 (within 3 words of 6; the
 untrained model writes ~13). Every objective reads the thresholds in its own meaning (docs/THRESHOLDS.md):
-lower bounds for most, equality targets for ξ-PPO and NM-PPO's start, caps for All-PPO.
+lower bounds for most, equality targets for ξ-PPO and NM-PPO's start, caps for All-PPO. A 13th configuration,
+`untrained`, runs the same prompts and sampling seeds without changing a weight: every seed's prompt order moves
+the batch means by itself, and the "trained − untrained" table takes that out.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ TASK = [
     "checkpoint.every=0", "control.port=0",
 ]
 # Reward dropout three ways, paper 002's comparison: keep the top 20 % (quantile), a random 20 %, or everything.
+# `untrained` is the control: the same pipeline, prompts and sampling seeds with a learning rate too small to change
+# a weight (the schema requires lr > 0; KL stays ~0), so its batch means show what the prompt order alone does to
+# the rewards. Every other configuration is compared with it seed by seed (`effects`).
 CONFIGS: dict[str, list[str]] = {
+    "untrained": ["objective=ppo", "trainer.learning_rate=1e-12"],
     "ppo": ["objective=ppo"],
     "ppo_sat": ["objective=ppo_sat"],
     "mu_ppo": ["objective=mu_ppo"],
@@ -235,6 +241,24 @@ def claims(all_runs: dict[str, dict[int, list[dict[str, Any]]]]) -> str:
     return "\n".join(lines)
 
 
+def effects(all_runs: dict[str, dict[int, list[dict[str, Any]]]]) -> str:
+    """Last-quarter mean minus the untrained control's over the same seed (same prompts, same sampling seeds):
+    the change training made, with the prompt order taken out. Mean ± spread over the seeds both finished."""
+    control = all_runs.get("untrained")
+    if not control:
+        return ""
+    lines = ["| configuration | seeds | " + " | ".join(f"{r}: trained − untrained, last quarter" for r in THRESHOLDS) + " |",
+             "|---|---:|" + "---|" * len(THRESHOLDS)]
+    for name, runs in all_runs.items():
+        seeds = sorted(set(runs) & set(control))
+        if name == "untrained" or not seeds:
+            continue
+        cells = [mean_spread([last_quarter(runs[s], f"reward/{r}") - last_quarter(control[s], f"reward/{r}") for s in seeds])
+                 for r in THRESHOLDS]
+        lines.append(f"| {name} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def stability(all_runs: dict[str, dict[int, list[dict[str, Any]]]]) -> str:
     """Every learned coefficient's start and end over the seeds, flagged where it collapsed to ~0 or sits at a
     bound of its squashing (sigmoid multipliers in (0, 1), tanh in (−1, 1), Fast RL's weights on the simplex)."""
@@ -313,7 +337,7 @@ def report(args: argparse.Namespace) -> str:
         if runs:
             all_runs[name] = runs
             plot(name, runs, args.out / f"{name}.png")
-    text = tabulate(args.out, all_runs) + "\n\n" + claims(all_runs) + "\n\n" + stability(all_runs) + "\n"
+    text = "\n\n".join(part for part in (tabulate(args.out, all_runs), effects(all_runs), claims(all_runs), stability(all_runs)) if part) + "\n"
     (args.out / "table.md").write_text(text)
     return text
 

@@ -47,6 +47,7 @@ VALUES: dict[tuple[str, str], Any] = {
     ("fast_rl", "bias"): {"meteor": 0.3},
     ("fast_rl", "clip_low"): 0.5,  # between the two rewards' batch means: the clip changes their difference
     ("fast_rl", "clip_high"): 0.5,
+    ("fast_rl", "max_weight_ratio"): 1.001,  # the default cap (10) binds only after many updates; this one at once
     ("mu_ppo", "multiplier_max_grad_norm"): 1e-4,  # small enough to clip the multipliers' gradient
     ("all_ppo", "multiplier_max_grad_norm"): 1e-4,
     ("nm_ppo", "multiplier_max_grad_norm"): 1e-4,

@@ -1,7 +1,7 @@
 """Every objective on the embedded task, several seeds each: one plot per objective, a table with mean ± spread
 over seeds, and each paper's claim checked against the numbers.
 
-    python experiments/objective_study.py --out docs/study                      # 13 configurations × seeds 0 1 2
+    python experiments/objective_study.py --out docs/study                      # 15 configurations × seeds 0 1 2
     python experiments/objective_study.py --out /tmp/s --configs ppo l3m --seeds 0 --extra preset=smoke
     python experiments/objective_study.py --out docs/study --tabulate-only      # re-plot and re-tabulate finished runs
 
@@ -11,7 +11,7 @@ many). The task is the default preset (the product's defaults: LoRA, GRPO, 4 pro
 rewards and fixed thresholds: METEOR ≥ 0.114 and topic ≥ 0.698 (the default preset's `threshold=auto` values,
 measured on the untrained policy), and a length reward −|words − 6| / 20 ≥ −0.15 (within 3 words of 6; the
 untrained model writes ~13). Every objective reads the thresholds in its own meaning (docs/THRESHOLDS.md):
-lower bounds for most, equality targets for ξ-PPO and NM-PPO's start, caps for All-PPO. A 13th configuration,
+lower bounds for most, equality targets for ξ-PPO and NM-PPO's start, caps for All-PPO. A control configuration,
 `untrained`, runs the same prompts and sampling seeds without changing a weight: every seed's prompt order moves
 the batch means by itself, and the "trained − untrained" table takes that out.
 """
@@ -48,6 +48,11 @@ CONFIGS: dict[str, list[str]] = {
     "dropout_random": ["objective=reward_dropout", "objective.rule=random", "objective.quantile=0.8"],
     "dropout_none": ["objective=reward_dropout", "objective.rule=quantile", "objective.quantile=0.0"],
     "ppo_lagrangian": ["objective=ppo_lagrangian"],
+    # Per-stream normalisation gives the KL stream the weight N − Σ s(λ_i) > 1 against ≤ 1 for any reward
+    # (docs/ALGORITHMS.md §3, "bounded weights cap what a constraint can do"); the spec's remedy is to only
+    # centre the advantages, which leaves each stream at its own scale (the KL stream's is small).
+    "mu_ppo_centred": ["objective=mu_ppo", "objective.normalize_advantage=false"],
+    "xi_ppo_centred": ["objective=xi_ppo", "objective.normalize_advantage=false"],
     "l3m": ["objective=l3m"],
 }
 
@@ -112,8 +117,18 @@ def train(name: str, seed: int, iterations: int, out: Path, extra: list[str]) ->
     prune(path, iterations)
 
 
+FINAL_SCORE = "final_eval/score"
+
+
 def load(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    """metrics.jsonl's records; the evaluation after the last update (final_eval.json, where the run kept it)
+    rides on the last record as FINAL_SCORE, so "final eval_score" is the trained policy's, not the last
+    periodic evaluation's (which is taken *before* its update)."""
+    records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    final = path / "final_eval.json"
+    if records and final.exists():
+        records[-1][FINAL_SCORE] = json.loads(final.read_text())["eval/score"]
+    return records
 
 
 def mean_spread(values: list[float], digits: int = 3) -> str:
@@ -137,6 +152,8 @@ def first_quarter(records: list[dict[str, Any]], key: str) -> float:
 
 
 def final_eval(records: list[dict[str, Any]]) -> float | None:
+    if records and isinstance(records[-1].get(FINAL_SCORE), (int, float)):
+        return records[-1][FINAL_SCORE]
     scores = [r["eval/score"] for r in records if isinstance(r.get("eval/score"), (int, float))]
     return scores[-1] if scores else None
 
@@ -163,6 +180,37 @@ def plot(name: str, runs: dict[int, list[dict[str, Any]]], path: Path) -> None:
     fig.suptitle(f"{name} — batch means of 16 completions, {len(runs)} seed(s)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+
+
+def plot_eval_scores(all_runs: dict[str, dict[int, list[dict[str, Any]]]], path: Path) -> bool:
+    """Held-out eval_score over the run, mean over seeds, for every configuration that was evaluated more than
+    once (NM-PPO's objective against fixed thresholds); the last point is the evaluation after the last update."""
+    from matplotlib.figure import Figure
+
+    curves = {}
+    for name, runs in all_runs.items():
+        per_seed = [[(r["iteration"], r["eval/score"]) for r in rec if isinstance(r.get("eval/score"), (int, float))]
+                    + ([(rec[-1]["iteration"] + 1, rec[-1][FINAL_SCORE])] if FINAL_SCORE in rec[-1] else [])
+                    for rec in runs.values()]
+        points = min(len(p) for p in per_seed)
+        if points > 2:
+            curves[name] = ([x for x, _ in per_seed[0][:points]],
+                            [statistics.fmean(p[i][1] for p in per_seed) for i in range(points)],
+                            [statistics.pstdev([p[i][1] for p in per_seed]) for i in range(points)])
+    if not curves:
+        return False
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    for name, (xs, mean, spread) in curves.items():
+        ax.plot(xs, mean, marker="o", ms=3, label=name)
+        ax.fill_between(xs, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)], alpha=0.15)
+    ax.set_xlabel("iteration (evaluated before that update; the last point after the final one)", fontsize=8)
+    ax.set_ylabel("held-out eval_score", fontsize=8)
+    ax.set_title(f"eval_score, mean ± std over {min(len(r) for r in all_runs.values())} seeds", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return True
 
 
 def seed_mean(runs: dict[int, list[dict[str, Any]]], key: str) -> tuple[list[int], list[float]]:
@@ -238,6 +286,15 @@ def claims(all_runs: dict[str, dict[int, list[dict[str, Any]]]]) -> str:
         scores = {n: [e for rec in all_runs[n].values() if (e := final_eval(rec)) is not None] for n in ("nm_ppo", "xi_ppo", "ppo")
                   if n in all_runs}
         lines.append("- NM-PPO's final eval_score vs fixed thresholds: " + ", ".join(f"{n} {mean_spread(v, 2)}" for n, v in scores.items()))
+        for other in ("xi_ppo", "ppo"):
+            paired = [e - f for s, rec in all_runs["nm_ppo"].items() if s in all_runs.get(other, {})
+                      and (e := final_eval(rec)) is not None and (f := final_eval(all_runs[other][s])) is not None]
+            if paired:
+                lines.append(f"  - nm_ppo − {other}, same seed: {mean_spread(paired, 2)} ({sum(d > 0 for d in paired)}/{len(paired)} seeds higher)")
+        search = [rec[-1] for rec in all_runs["nm_ppo"].values()]
+        lines.append("  - the search: " + "; ".join(
+            f"{int(r.get('nm/evaluations', 0))} θ scored, {int(r.get('nm/iteration', 0))} Nelder–Mead steps, "
+            f"converged {'yes' if r.get('nm/converged') else 'no'}, best {r.get('nm/best_score', float('nan')):.2f}" for r in search))
     return "\n".join(lines)
 
 
@@ -337,6 +394,7 @@ def report(args: argparse.Namespace) -> str:
         if runs:
             all_runs[name] = runs
             plot(name, runs, args.out / f"{name}.png")
+    plot_eval_scores(all_runs, args.out / "eval_score.png")
     text = "\n\n".join(part for part in (tabulate(args.out, all_runs), effects(all_runs), claims(all_runs), stability(all_runs)) if part) + "\n"
     (args.out / "table.md").write_text(text)
     return text

@@ -20,7 +20,7 @@ def quiet_process(torch_threads: int | None = None, redirect_output: bool = True
     """Offline hub, no per-tensor progress bars, library logs to the run's train.log, a bounded torch pool."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    actor_logging(redirect_output)  # the coordinator keeps its stderr: its crlhf lines reach the terminal
+    actor_logging(redirect_output)  # the coordinator keeps its stderr: its crlhf warnings reach the terminal
     import torch
     import transformers
 

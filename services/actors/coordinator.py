@@ -24,11 +24,15 @@ from services.coordinator.store import load_state
 from services.objectives.spec import Handout
 
 
-def _log_to_stderr() -> None:
-    """INFO lines of crlhf.* reach the driver's console (Ray forwards actor stderr)."""
+def _warnings_to_stderr() -> None:
+    """crlhf's warnings and errors reach the driver's terminal (Ray forwards actor stderr, prefixed with the
+    actor's pid); its INFO lines (the control plane's address, NM-PPO's search steps) go to train.log only,
+    like every other actor's: the driver already prints the address, and per-evaluation lines would break
+    the progress bar."""
     logger = logging.getLogger("crlhf")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.WARNING)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -38,7 +42,7 @@ def _log_to_stderr() -> None:
 class Coordinator:
     def __init__(self, config: RootConfig, run_dir: str) -> None:
         quiet_process(1, redirect_output=False)
-        _log_to_stderr()
+        _warnings_to_stderr()
         self.run_dir = Path(run_dir)
         self.state_path = self.run_dir / "coordinator.pt"
         self.state = CoordinatorState(config, self.state_path)

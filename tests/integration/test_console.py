@@ -35,11 +35,14 @@ def test_terminal_is_clean_and_the_run_ends_with_its_summary(tmp_path):
     terminal = done.stdout + done.stderr
     noisy = [line for line in terminal.splitlines() if any(word in line for word in LIBRARY_NOISE)]
     assert not noisy, noisy[:5]
+    forwarded = [line for line in terminal.splitlines() if " pid=" in line]  # Ray's "(Coordinator pid=…)" prefix
+    assert not forwarded, forwarded[:5]
     run = tmp_path / "r"
     log = (run / "train.log").read_text()
     assert "Using default tokenizer" in log  # absl's INFO line (rouge) reached the log, not the terminal
     assert "Token authentication is enabled" in log  # Ray's driver-side warning, too
     assert "it    2 |" in log  # the per-iteration lines are in the log
+    assert "control plane listening on" in log  # the coordinator's own INFO line, not repeated on the terminal
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # last quarter = iteration 2; the table prints 4 significant digits
     assert "satisfied" in done.stdout and f"{records[-1]['reward/topic']:.4g}" in done.stdout

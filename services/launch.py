@@ -86,20 +86,18 @@ def print_config(config) -> None:
     print(render_config(config))
 
 
-def connect_ray(address: str | None, needed_cpus: float, log_file: Path | None = None) -> None:
+def connect_ray(address: str | None, needed_cpus: float) -> None:
+    """Join the cluster `address` names (or the one this machine runs), else start a local one. Each actor
+    learns its run's train.log from its own runtime_env (services/run/actors.py), not from the job's."""
     import ray
 
-    from services.actors.common import LOG_FILE_ENV
     from services.run.console import route_ray_logs
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if ray.is_initialized():  # embedding callers (tests, notebooks) may have connected already
         return
     route_ray_logs()
-    env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    if log_file is not None:  # actors send their library logs there (services/run/console.py)
-        env[LOG_FILE_ENV] = str(log_file.resolve())
-    runtime_env = {"env_vars": env}
+    runtime_env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}
     from services.run.cluster import choose
 
     choice = choose(address)  # raises ClusterUnreachable for an explicit address that does not answer
@@ -265,7 +263,7 @@ def _train(config, run_dir: Path, base: dict | None, examples: list, eval_exampl
     needed = sum(n.cpus for n in wanted)
 
     try:
-        connect_ray(config.run.ray_address, needed, run_dir / "train.log")
+        connect_ray(config.run.ray_address, needed)
     except ClusterUnreachable as err:
         log.error("%s", err)
         return 2

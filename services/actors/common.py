@@ -12,7 +12,7 @@ class ActorStateLost(RuntimeError):
     base model), so the driver must restore its state before the call can run (services/run/faults.py)."""
 
 
-LOG_FILE_ENV = "CRLHF_LOG_FILE"  # the run's train.log, set in the job's environment by services.launch
+LOG_FILE_ENV = "CRLHF_LOG_FILE"  # the run's train.log, set in each actor's runtime_env by services/run/actors.py
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

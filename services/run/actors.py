@@ -12,6 +12,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from services.actors.common import LOG_FILE_ENV
 from services.actors.coordinator import Coordinator
 from services.actors.learner import LearnerActor
 from services.actors.reward import RewardActor
@@ -44,25 +45,31 @@ def reward_groups(config: RootConfig) -> list[dict[str, Any]]:
 
 def start(config: RootConfig, run_dir: Path) -> Actors:
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    # Each actor is told its own run's train.log (services/actors/common.py) per actor, not per job: a process
+    # that runs several runs on one Ray connection (a study, a notebook, the tests) keeps their logs apart.
+    # Ray merges these env_vars into the job's runtime_env.
+    log_env = {LOG_FILE_ENV: str((run_dir / "train.log").resolve())}
     # A coordinator that dies (e.g. killed by the OOM killer) is restarted by Ray and reloads coordinator.pt,
     # so queued REST changes and the audit log survive; the call in flight fails and the driver reports it.
-    coordinator = Coordinator.options(num_cpus=0, scheduling_strategy=here, max_restarts=3).remote(config, str(run_dir))
+    coordinator = Coordinator.options(num_cpus=0, scheduling_strategy=here, max_restarts=3,
+                                      runtime_env={"env_vars": log_env}).remote(config, str(run_dir))
     # Lost actors come back (Ray restarts them, up to fault.actor_restarts times). Scoring and generation with
     # an explicit seed are idempotent, so Ray may re-run them on the new process; a generation retried there
     # fails on its weights version, and the driver re-sends the weights (services/run/faults.py). Training is
     # not idempotent: a lost learner is rolled back to the last checkpoint instead.
     restarts = config.fault.actor_restarts
-    options, group = _rollout_options(config)
+    options, group = _rollout_options(config, log_env)
     where = config.placement  # custom resources: which nodes each group may run on
     rollout = [RolloutActor.options(**o, **_custom(where.rollout), max_restarts=restarts, max_task_retries=restarts).remote(config, rank)
                for rank, o in enumerate(options)]
     rewards = [
         RewardActor.options(num_cpus=config.reward_actors.num_cpus, num_gpus=config.reward_actors.num_gpus, **_custom(where.reward),
-                            max_restarts=restarts, max_task_retries=restarts).remote(g, config.fault.reward_on_error)
+                            max_restarts=restarts, max_task_retries=restarts, runtime_env={"env_vars": log_env}
+                            ).remote(g, config.fault.reward_on_error)
         for g in reward_groups(config)
     ]
     learner = LearnerActor.options(num_cpus=config.learner.num_cpus, num_gpus=config.learner.num_gpus, **_custom(where.learner),
-                                   max_restarts=restarts).remote(config)
+                                   max_restarts=restarts, runtime_env={"env_vars": log_env}).remote(config)
     return Actors(coordinator, rollout, rewards, learner, group)
 
 
@@ -175,13 +182,14 @@ def pending_message(waiting: list[str], config: RootConfig, free: dict[str, floa
             "or raise run.actor_start_timeout_s if the cluster is still scaling up")
 
 
-def _rollout_options(config: RootConfig) -> tuple[list[dict[str, Any]], Any]:
+def _rollout_options(config: RootConfig, env_vars: dict[str, str]) -> tuple[list[dict[str, Any]], Any]:
     """Ray options per rollout actor: plain resource requests on CPU; on GPU, a bundle of one placement group
-    reserved for all of them."""
+    reserved for all of them. Every actor gets `env_vars` (plus its device's, on GPU)."""
     r = config.rollout
     plan = rollout_placement(r.num_actors, r.num_cpus, r.num_gpus, r.tensor_parallel_size)
     if plan is None:
-        return [{"num_cpus": r.num_cpus, "num_gpus": r.num_gpus} for _ in range(r.num_actors)], None
+        return [{"num_cpus": r.num_cpus, "num_gpus": r.num_gpus, "runtime_env": {"env_vars": dict(env_vars)}}
+                for _ in range(r.num_actors)], None
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -197,7 +205,7 @@ def _rollout_options(config: RootConfig) -> tuple[list[dict[str, Any]], Any]:
                 placement_group_bundle_index=a.bundle_index,
                 placement_group_capture_child_tasks=True,  # vLLM's TP workers land in the same group
             ),
-            **({"runtime_env": {"env_vars": a.env_vars()}} if a.env_vars() else {}),
+            "runtime_env": {"env_vars": {**env_vars, **a.env_vars()}},
         }
         for a in plan.actors
     ]

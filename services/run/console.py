@@ -5,9 +5,9 @@ everything else — library INFO and warnings (vLLM, Ray, absl, transformers, Py
 per-iteration line — goes to `<run dir>/train.log`. Errors of any origin still reach the terminal.
 
 Actors write their library logs to the same train.log when the driver tells them where it is
-(`CRLHF_LOG_FILE` in the job's environment, read by `services.actors.common.actor_logging`; on a
-multi-node cluster without a shared filesystem the file is missing on other nodes and their logs stay in
-Ray's per-worker log files).
+(`CRLHF_LOG_FILE` in each actor's runtime_env, so two runs on one Ray connection keep their logs apart;
+read by `services.actors.common.actor_logging`). On a multi-node cluster without a shared filesystem the
+file is missing on other nodes and their logs stay in Ray's per-worker log files.
 """
 
 from __future__ import annotations

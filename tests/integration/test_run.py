@@ -54,9 +54,10 @@ def test_smoke_run_trains_and_checkpoints(ray_local, tmp_path):
     assert (run / "control.token").exists() and not (copy / "control.token").exists()
 
 
-def test_resume_continues_exactly_where_the_run_stopped(ray_local, tmp_path):
+def test_resume_continues_exactly_where_the_run_stopped(ray_local, tmp_path, capfd):
     """A run stopped after 2 iterations and resumed to 4 matches an uninterrupted 4-iteration run."""
     assert main([*SMOKE, "trainer.iterations=4", f"run.root={tmp_path}", "run.name=straight"]) == 0
+    straight_log = (tmp_path / "straight" / "train.log").read_text()
     assert main([*SMOKE, "trainer.iterations=2", f"run.root={tmp_path}", "run.name=stopped"]) == 0
     assert main([f"resume={tmp_path / 'stopped'}", "trainer.iterations=4"]) == 0
     straight, resumed = records(tmp_path / "straight"), records(tmp_path / "stopped")
@@ -64,6 +65,17 @@ def test_resume_continues_exactly_where_the_run_stopped(ray_local, tmp_path):
     for a, b in zip(straight, resumed):
         for key in ("reward/meteor", "reward/topic", "kl", "kl_coef", "policy_loss", "tokens"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["iteration"], key)
+    # Three runs on one Ray connection (the fixture's, made before any run): every run's actors wrote their
+    # output into that run's own train.log — the resumed run's actors into the stopped run's — and none
+    # reached this process's terminal. The markers: the rollout actor's stderr line naming its backend, and
+    # sentence-transformers' INFO line from the reward actor that loads the topic classifier's encoder.
+    rollout_line, reward_line = "[rollout 0] rollout backend:", "INFO sentence_transformers"
+    assert rollout_line in straight_log and reward_line in straight_log
+    assert (tmp_path / "straight" / "train.log").read_text() == straight_log  # the later runs wrote nothing there
+    _, stopped_run, resumed_run = (tmp_path / "stopped" / "train.log").read_text().split("INFO crlhf: run directory:")
+    assert all(line in run for line in (rollout_line, reward_line) for run in (stopped_run, resumed_run))
+    terminal = capfd.readouterr()
+    assert rollout_line not in terminal.out + terminal.err
 
 
 def test_reward_that_cannot_score_is_refused_before_any_actor_starts(tmp_path, capsys):

@@ -53,6 +53,9 @@ CONFIGS: dict[str, list[str]] = {
     # centre the advantages, which leaves each stream at its own scale (the KL stream's is small).
     "mu_ppo_centred": ["objective=mu_ppo", "objective.normalize_advantage=false"],
     "xi_ppo_centred": ["objective=xi_ppo", "objective.normalize_advantage=false"],
+    # A violation in reward units moves λ ~θ times slower for small rewards (METEOR θ ≈ 0.1) than for unit-scale
+    # ones; `violation_scale=threshold` measures it relative to |θ| (docs/ALGORITHMS.md §3, "Violation units").
+    "mu_ppo_relative": ["objective=mu_ppo", "objective.violation_scale=threshold"],
     "l3m": ["objective=l3m"],
 }
 

@@ -73,6 +73,9 @@ class LagrangeMultipliers:
         self.buffer = state["buffer"].clone().float()
 
 
+THRESHOLD_SCALE_FLOOR = 1e-3  # `violation_scale=threshold` divides by max(|θ|, this)
+
+
 class ConstrainedPPOConfig(ObjectiveConfig):
     """Options shared by μ-, ξ- and All-PPO (defaults: [000] and its code)."""
     frozen_after_start: ClassVar[dict[str, str]] = {
@@ -91,6 +94,11 @@ class ConstrainedPPOConfig(ObjectiveConfig):
         0.1, ge=0.0, lt=1.0, description="SGD momentum; kept low on purpose, high momentum makes λ sticky."
     )
     multiplier_max_grad_norm: float = Field(0.5, gt=0.0, description="Clip on the norm of ∇λ before each step.")
+    violation_scale: Literal["raw", "threshold"] = Field(
+        "raw",
+        description="Units of the violation that drives λ: 'raw' = v̂ − θ in the reward's units (the papers); "
+        "'threshold' = (v̂ − θ)/max(|θ|, 1e-3), the same multiplier speed whatever the reward's scale (§3).",
+    )
     multiplier_init: float | None = Field(
         None, description="Initial raw λ for every constraint; None = one draw from N(0, multiplier_init_std²)."
     )
@@ -196,7 +204,11 @@ class ConstrainedPPO(Objective):
 
     def violation(self, estimate: torch.Tensor) -> torch.Tensor:
         """[N] the factor multiplying squash(λ) in ℓ_λ, from v̂ [N]."""
-        return self.signs * (estimate - self.thresholds)
+        violation = self.signs * (estimate - self.thresholds)
+        if self.config.violation_scale == "threshold":
+            # A floor keeps θ = 0 finite; the gradient clip bounds the step whatever the ratio.
+            violation = violation / self.thresholds.abs().clamp(min=THRESHOLD_SCALE_FLOOR)
+        return violation
 
     def mix_advantages(self, advantages: torch.Tensor, token_weight: torch.Tensor | None = None) -> torch.Tensor:
         adv = normalize_streams(advantages, scale=self.config.normalize_advantage, weight=token_weight)

@@ -97,7 +97,8 @@ class ConstrainedPPOConfig(ObjectiveConfig):
     violation_scale: Literal["raw", "threshold"] = Field(
         "raw",
         description="Units of the violation that drives λ: 'raw' = v̂ − θ in the reward's units (the papers); "
-        "'threshold' = (v̂ − θ)/max(|θ|, 1e-3), the same multiplier speed whatever the reward's scale (§3).",
+        f"'threshold' = (v̂ − θ)/max(|θ|, {THRESHOLD_SCALE_FLOOR:g}), the same multiplier speed whatever the "
+        "reward's scale (§3).",
     )
     multiplier_init: float | None = Field(
         None, description="Initial raw λ for every constraint; None = one draw from N(0, multiplier_init_std²)."

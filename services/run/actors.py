@@ -49,10 +49,11 @@ def start(config: RootConfig, run_dir: Path) -> Actors:
     # that runs several runs on one Ray connection (a study, a notebook, the tests) keeps their logs apart.
     # Ray merges these env_vars into the job's runtime_env.
     log_env = {LOG_FILE_ENV: str((run_dir / "train.log").resolve())}
+    runtime_env = {"env_vars": log_env}
     # A coordinator that dies (e.g. killed by the OOM killer) is restarted by Ray and reloads coordinator.pt,
     # so queued REST changes and the audit log survive; the call in flight fails and the driver reports it.
     coordinator = Coordinator.options(num_cpus=0, scheduling_strategy=here, max_restarts=3,
-                                      runtime_env={"env_vars": log_env}).remote(config, str(run_dir))
+                                      runtime_env=runtime_env).remote(config, str(run_dir))
     # Lost actors come back (Ray restarts them, up to fault.actor_restarts times). Scoring and generation with
     # an explicit seed are idempotent, so Ray may re-run them on the new process; a generation retried there
     # fails on its weights version, and the driver re-sends the weights (services/run/faults.py). Training is
@@ -64,12 +65,12 @@ def start(config: RootConfig, run_dir: Path) -> Actors:
                for rank, o in enumerate(options)]
     rewards = [
         RewardActor.options(num_cpus=config.reward_actors.num_cpus, num_gpus=config.reward_actors.num_gpus, **_custom(where.reward),
-                            max_restarts=restarts, max_task_retries=restarts, runtime_env={"env_vars": log_env}
+                            max_restarts=restarts, max_task_retries=restarts, runtime_env=runtime_env
                             ).remote(g, config.fault.reward_on_error)
         for g in reward_groups(config)
     ]
     learner = LearnerActor.options(num_cpus=config.learner.num_cpus, num_gpus=config.learner.num_gpus, **_custom(where.learner),
-                                   max_restarts=restarts, runtime_env={"env_vars": log_env}).remote(config)
+                                   max_restarts=restarts, runtime_env=runtime_env).remote(config)
     return Actors(coordinator, rollout, rewards, learner, group)
 
 

@@ -159,12 +159,13 @@ def test_xi_multiplier_step_and_mixing() -> None:
 TOY_ARMS = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
 
 
-def toy(name: str, direction: str, seed: int, **options: object) -> np.ndarray:
+def toy(name: str, direction: str, seed: int, scale: float = 1.0, **options: object) -> np.ndarray:
     """3 arms, r1 = (1,0,0), r2 = (0,1,0), KL reward −0.2·log(π/π_0), θ = (0.2, 0.5), batch 256 in 4
-    minibatches, lr 0.5, centred advantages, 3,000 iterations → E[r] averaged over the last 1,000."""
-    obj = make_objective(name, rewards(direction, (0.2, 0.5)), normalize_advantage=False, **options)
-    history = run(obj, SoftmaxPolicy(3), TOY_ARMS, seed=seed, iterations=3000, batch=256, lr=0.5, minibatches=4)
-    return np.array(history)[-1000:, :2].mean(axis=0)
+    minibatches, lr 0.5, centred advantages unless `options` say otherwise, 3,000 iterations → E[r] averaged
+    over the last 1,000. `scale` multiplies every reward and θ; the result is E[r]/scale, comparable with θ."""
+    obj = make_objective(name, rewards(direction, (0.2 * scale, 0.5 * scale)), **{"normalize_advantage": False, **options})
+    history = run(obj, SoftmaxPolicy(3), TOY_ARMS * scale, seed=seed, iterations=3000, batch=256, lr=0.5, minibatches=4)
+    return np.array(history)[-1000:, :2].mean(axis=0)  # π of arms 1 and 2 = E[r]/scale
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -210,13 +211,9 @@ def test_threshold_scaled_violation_is_relative_to_each_threshold() -> None:
     assert raw.violation(torch.tensor([0.1])).tolist() == pytest.approx([-0.1])
 
 
-def scaled_toy(name: str, direction: str, scale: float, seed: int = 0, **options: object) -> np.ndarray:
-    """The toy above with every reward and θ multiplied by `scale`, default options (normalised advantages);
-    returns E[r]/scale over the last 1,000 of 3,000 iterations, comparable with θ = (0.2, 0.5)."""
-    theta = (0.2 * scale, 0.5 * scale)
-    obj = make_objective(name, rewards(direction, theta), **options)
-    history = run(obj, SoftmaxPolicy(3), TOY_ARMS * scale, seed=seed, iterations=3000, batch=256, lr=0.5, minibatches=4)
-    return np.array(history)[-1000:, :2].mean(axis=0)
+def scaled_toy(name: str, direction: str, scale: float, **options: object) -> np.ndarray:
+    """The toy at reward scale `scale` with the objectives' default options (normalised advantages), seed 0."""
+    return toy(name, direction, 0, scale=scale, normalize_advantage=True, **options)
 
 
 def test_raw_violation_leaves_small_rewards_short_of_their_threshold() -> None:
